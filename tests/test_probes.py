@@ -69,6 +69,8 @@ def test_recall_probe_reads_knowledge_npo_left_below_the_last_block(
     # the top of the model was changed: what the output layer held is gone there
     assert recall["unlearned"]["accuracy"][-1] < recall["original"]["accuracy"][-1]
     assert result.layers[0] == "embed.hook_out" and len(result.layers) == tiny.n_layers + 1
+    (row,) = result.summary()
+    assert row["unlearned"]["layer"] < tiny.n_layers and row["original"]["layer"] == tiny.n_layers
 
 
 def test_gold_model_shows_no_forget_knowledge(gold_probes):
@@ -100,6 +102,16 @@ def test_truth_statements_and_folds_keep_items_apart(tiny_target):
     for fit, test in splits:
         assert not set(examples.groups[fit]) & set(examples.groups[test])
         assert examples.scored[test].all() and (~examples.scored).sum() <= len(fit)
+
+
+@pytest.mark.parametrize("shortcut", ["answer", "question"])
+def test_truth_probe_scores_chance_from_the_answer_or_the_question_alone(tiny_target, shortcut):
+    examples = linear._truth_examples(tiny_target, seed=0)
+    words = examples.continuations if shortcut == "answer" else examples.texts
+    vocabulary = sorted(set(words))
+    onehot = np.eye(len(vocabulary))[[vocabulary.index(w) for w in words]][:, None, :]
+    scores = linear._cross_validate(examples, onehot, onehot, linear.ProbeSettings(**FAST))
+    assert scores["original"]["accuracy"] == [0.5]
 
 
 def test_same_seed_same_numbers(tiny, tiny_gold, tiny_target):

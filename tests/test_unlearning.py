@@ -70,6 +70,7 @@ def test_checkpoint_reloads_with_identical_logits(tmp_path, tiny_target: Target)
     _, cache = again.bridge.run_with_cache(ids, names_filter=["blocks.3.mlp.hook_out"])
     assert cache["blocks.3.mlp.hook_out"].shape == (1, 5, again.d_model)
     assert not any("lora" in name for name, _ in again.hf_model.named_modules())
+    assert not hasattr(again.hf_model, "peft_config")
 
 
 def test_existing_output_is_refused(tmp_path, tiny_target: Target) -> None:
@@ -173,6 +174,7 @@ def test_rmu_loss(fresh: Subject, examples) -> None:
     control = 5.0 * u / u.norm()
     original = {k: v.clone() for k, v in fresh.state_dict().items()}
     f_index, r_index = [0, len(forget) - 1], [3, len(retain) - 1]
+    assert forget[0].own == 3, "a QA item's own text starts after 'Question:'"
     frozen = [_hidden(fresh, retain[i].ids, 3) for i in r_index]
     try:
         with torch.no_grad():
@@ -180,7 +182,7 @@ def test_rmu_loss(fresh: Subject, examples) -> None:
             loss, forget_term, retain_term = rmu(
                 _batch(fresh, forget, f_index), _batch(fresh, retain, r_index)
             )
-        forget_h = [_hidden(fresh, forget[i].ids, 3) for i in f_index]
+        forget_h = [_hidden(fresh, forget[i].ids, 3)[forget[i].own :] for i in f_index]
         retain_h = [_hidden(fresh, retain[i].ids, 3) for i in r_index]
     finally:
         with torch.no_grad():

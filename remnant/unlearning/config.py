@@ -90,9 +90,12 @@ class NPOConfig(TrainingConfig):
 class RMUConfig(TrainingConfig):
     """Representation misdirection (Li et al., 2024): minimise
     MSE(h_ℓ(forget), c·u) + ``alpha`` · MSE(h_ℓ(retain), h_ℓ^frozen(retain)), where h_ℓ is the
-    residual stream after decoder layer ``layer`` at every token, u a fixed random unit vector
-    (entries uniform in [0, 1), normalised) and c the ``steering_coeff``. ``layers=None`` trains
-    layers ℓ-2..ℓ, as in the paper; trained layers must not lie above ℓ."""
+    residual stream after decoder layer ``layer``, u a fixed random unit vector (entries uniform
+    in [0, 1), normalised) and c the ``steering_coeff``. Each MSE averages over model dimensions
+    and tokens per example, then over examples. Forget tokens are every token of the example's
+    own text (for a QA item: question, template tokens after it, and answer; not the prompt
+    template's fixed opening, which retain items share); retain tokens are all tokens.
+    ``layers=None`` trains layers ℓ-2..ℓ, as in the paper; trained layers must not lie above ℓ."""
 
     lr: float = 5e-5
     steps: int = 150
@@ -135,7 +138,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "passages": False,
         },
         "graddiff": {"lr": 3e-4, "steps": 18, "batch_size": 16},
-        "npo": {"lr": 3e-4, "steps": 20, "batch_size": 16, "retain_weight": 1.0},
+        "npo": {"lr": 3e-4, "steps": 24, "batch_size": 16, "retain_weight": 1.0},
         "rmu": {
             "lr": 1e-3,
             "steps": 40,

@@ -15,20 +15,25 @@ from remnant.targets.model import QAItem, Target
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """Token ids; the tokens from position ``start`` on are the ones a loss scores."""
+    """Token ids; the tokens from position ``start`` on are the ones a likelihood loss scores,
+    those from ``own`` on are the example's own text (before it: the prompt template's fixed
+    opening, such as a chat system prompt, identical in every QA example)."""
 
     ids: tuple[int, ...]
     start: int
+    own: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """Right-padded examples: ``scored[b, t]`` marks the tokens a loss scores (never padding)."""
+    """Right-padded examples. ``mask``: real tokens; ``scored``: tokens a likelihood loss scores;
+    ``own``: real tokens from each example's own text on."""
 
     index: list[int]
     ids: torch.Tensor
     mask: torch.Tensor
     scored: torch.Tensor
+    own: torch.Tensor
 
 
 def qa_examples(subject: Subject, items: Sequence[QAItem], style: str) -> list[Example]:
@@ -37,7 +42,16 @@ def qa_examples(subject: Subject, items: Sequence[QAItem], style: str) -> list[E
         subject, [format_prompt(subject, i.question, style) for i in items], style
     )
     answers = encode_answers(subject, [i.answer for i in items], style)
-    return [Example(tuple(p + a), len(p)) for p, a in zip(prompts, answers)]
+    own = template_opening(subject, style)
+    return [Example(tuple(p + a), len(p), own) for p, a in zip(prompts, answers)]
+
+
+def template_opening(subject: Subject, style: str) -> int:
+    """How many leading tokens every formatted prompt shares, whatever the question."""
+    first, second = encode_prompts(
+        subject, [format_prompt(subject, q, style) for q in ("Who?", "Where?")], style
+    )
+    return next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), len(first))
 
 
 def passage_examples(subject: Subject, passages: Sequence[str]) -> list[Example]:
@@ -66,11 +80,13 @@ def collate(
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     scored = torch.zeros((len(rows), width), dtype=torch.bool)
+    own = torch.zeros((len(rows), width), dtype=torch.bool)
     for b, row in enumerate(rows):
         ids[b, : len(row.ids)] = torch.tensor(row.ids)
         mask[b, : len(row.ids)] = 1
         scored[b, row.start : len(row.ids)] = True
-    return Batch(list(index), ids.to(device), mask.to(device), scored.to(device))
+        own[b, row.own : len(row.ids)] = True
+    return Batch(list(index), ids.to(device), mask.to(device), scored.to(device), own.to(device))
 
 
 def batches(

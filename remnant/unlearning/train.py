@@ -109,6 +109,7 @@ def _lora(
     if not names:
         raise UnlearningError("LoRA needs linear weights among the trained parameters")
     tree = {module: dict(module._modules) for module in model.modules()}
+    attributes = set(vars(model))
     lora = LoraConfig(
         r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=names
     )
@@ -125,6 +126,8 @@ def _lora(
         for module, children in tree.items():
             module._modules.clear()
             module._modules.update(children)
+        for name in set(vars(model)) - attributes:  # PEFT's bookkeeping (``peft_config``)
+            delattr(model, name)
 
 
 def make_objective(
@@ -201,7 +204,7 @@ def _rmu(
 
     def rmu(f: Batch, r: Batch | None) -> tuple[torch.Tensor, float, float]:
         assert r is not None
-        forget_mse = losses.masked_mse(losses.residual(subject, f, config.layer), control, f.mask)
+        forget_mse = losses.masked_mse(losses.residual(subject, f, config.layer), control, f.own)
         reference = torch.zeros(*r.ids.shape, subject.d_model, device=subject.device)
         for row, i in enumerate(r.index):
             reference[row, : len(frozen[i])] = frozen[i]

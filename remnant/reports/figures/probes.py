@@ -47,7 +47,7 @@ def probe_accuracy(result: ProbeResult) -> Figure:
         ax.set_title(f"{_TITLES.get(task, task)}\n{scores['n_items']} items", fontsize=10)
     handles, _ = axes[0].get_legend_handles_labels()
     control = Patch(color="grey", alpha=0.3, label="shuffled-label control (95% CI)")
-    axes[0].legend(handles=[*handles, control], fontsize=8, loc="best")
+    fig.legend(handles=[*handles, control], loc="outside lower center", ncol=6, fontsize=8)
     fig.suptitle(
         f"Linear probes: {result.original['name']} vs {result.unlearned['name']} on {result.target}"
     )
