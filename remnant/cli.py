@@ -182,6 +182,323 @@ def unlearn(
     )
 
 
+BaseOpt = typer.Option(..., "--base", "-b", help="The original model (spec as for --model).")
+UnlearnedOpt = typer.Option(..., "--unlearned", "-u", help="The unlearned model (spec).")
+OutDirOpt = typer.Option(..., "--out", "-o", help="Folder for the JSON results and figures.")
+
+
+@app.command()
+@_friendly
+def probe(
+    base: str = BaseOpt,
+    unlearned: str = UnlearnedOpt,
+    target: str = TargetOpt,
+    out: Path = OutDirOpt,
+    format: str | None = FormatOpt,
+    tasks: str | None = typer.Option(
+        None, help="Comma-separated probe tasks: truth, recall, mcq, concept (default: all)."
+    ),
+    folds: int = typer.Option(5, min=2, help="Cross-validation folds (grouped by item)."),
+    prompt_style: str = StyleOpt,
+    batch_size: int = typer.Option(16, min=1),
+    seed: int = typer.Option(0),
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+) -> None:
+    """Per-layer linear probes (with controls) and the logit lens, original vs unlearned."""
+    from remnant.probes import lens, linear
+    from remnant.reports.figures.probes import lens_ranks, probe_accuracy
+    from remnant.scoring import ScoringSettings
+
+    settings = linear.ProbeSettings(
+        tasks=tuple(t.strip() for t in tasks.split(",")) if tasks else None,
+        folds=folds,
+        prompt_style=prompt_style,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        seed=seed,
+    )
+    original = _load_model(base, device=device, dtype=dtype)
+    changed = _load_model(unlearned, device=device, dtype=dtype)
+    loaded = _load_target(target, format, None, original, ScoringSettings(prompt_style))  # type: ignore[arg-type]
+    probes = linear.analyze(original, changed, loaded, settings)
+    _write(out, "probes", probes, probe_accuracy(probes))
+    table = Table("task", "chance", "original: best layer, acc [CI]", "unlearned", "transfer")
+    for row in probes.summary():
+        table.add_row(
+            row["task"] + ("" if row["counts_as_knowledge"] else " (not knowledge)"),
+            _fmt(row["chance"]),
+            *(_best(row[model]) for model in ("original", "unlearned")),
+            _fmt(row["transfer_at_unlearned_best"]),
+        )
+    console.print(table)
+    if loaded.forget:
+        readout = lens.analyze(
+            original,
+            changed,
+            loaded,
+            lens.LensSettings(prompt_style=prompt_style, batch_size=batch_size),  # type: ignore[arg-type]
+        )
+        _write(out, "lens", readout, lens_ranks(readout))
+        table = Table("model", "median rank at best layer", "best layer", "median rank at output")
+        for model, summary in readout.summary.items():
+            ranks = summary["median_rank"]
+            best = min(range(len(ranks)), key=ranks.__getitem__)
+            table.add_row(model, f"{ranks[best]:g}", readout.layers[best], f"{ranks[-1]:g}")
+        console.print(table)
+
+
+def _best(scores: dict[str, Any]) -> str:
+    lo, hi = scores["ci"]
+    return f"L{scores['layer']}: {_fmt(scores['accuracy'])} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+@app.command()
+@_friendly
+def trace(
+    model: str = ModelOpt,
+    target: str = TargetOpt,
+    out: Path = OutDirOpt,
+    format: str | None = FormatOpt,
+    samples: int = typer.Option(10, min=1, help="Noise samples per fact."),
+    noise: float = typer.Option(
+        3.0, min=0, help="Noise std as a multiple of the subject embeddings' std."
+    ),
+    window: int = typer.Option(10, min=1, help="Layers restored together for MLP / attention."),
+    max_facts: int | None = typer.Option(None, min=1, help="Trace at most this many known facts."),
+    context: str = typer.Option(
+        "generation",
+        help="Read the answer where the model states it (generation) or right after the prompt (prompt).",
+    ),
+    figures: int = typer.Option(5, min=0, help="Per-fact heatmap figures to draw."),
+    prompt_style: str = StyleOpt,
+    batch_size: int = typer.Option(64, min=1, help="Patched rows per forward pass."),
+    seed: int = typer.Option(0),
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+) -> None:
+    """Causal tracing: which layers and tokens carry the forget facts the model knows."""
+    from remnant.reports.figures.tracing import trace_average, trace_heatmaps
+    from remnant.scoring import ScoringSettings
+    from remnant.tracing import TraceSettings, causal_trace
+
+    settings = TraceSettings(
+        noise_multiplier=noise, n_samples=samples, window=window, seed=seed,
+        batch_size=batch_size, max_facts=max_facts, prompt_style=prompt_style,  # type: ignore[arg-type]
+        context=context,  # type: ignore[arg-type]
+    )  # fmt: skip
+    subject = _load_model(model, device=device, dtype=dtype)
+    loaded = _load_target(target, format, None, subject, ScoringSettings(prompt_style))  # type: ignore[arg-type]
+    result = causal_trace(subject, loaded, settings, progress=True)
+    _write(out, "trace", result, trace_average(result))
+    for k in range(min(figures, len(result.facts))):
+        _save_figure(out / f"trace_fact{k:02d}.png", trace_heatmaps(result, k))
+    table = Table("site", "token class", "facts", "peak layer", "peak effect", "mean effect")
+    for site, classes in result.summary().items():
+        for name, row in classes.items():
+            table.add_row(
+                site, name, str(row["n_facts"]), str(row["peak_layer"]),
+                _fmt(row["peak_effect"]), _fmt(row["mean_effect"]),
+            )  # fmt: skip
+    console.print(table)
+    console.print(f"storing layers (MLP, last subject token): {result.storing_layers}")
+
+
+@app.command()
+@_friendly
+def diff(
+    base: str = BaseOpt,
+    unlearned: str = UnlearnedOpt,
+    target: str = TargetOpt,
+    out: Path = OutDirOpt,
+    format: str | None = FormatOpt,
+    storing_from: Path | None = typer.Option(
+        None, help="trace.json from `remnant trace` on the base model: its storing layers."
+    ),
+    max_facts: int | None = typer.Option(None, min=1, help="Patch at most this many known facts."),
+    context: str = typer.Option(
+        "generation",
+        help="Read the answer where the original model states it (generation) or right after the prompt (prompt).",
+    ),
+    prompt_style: str = StyleOpt,
+    batch_size: int = typer.Option(64, min=1, help="Patched rows per forward pass."),
+    seed: int = typer.Option(0),
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+) -> None:
+    """Cross-model patching: which layers of the original restore what unlearning removed."""
+    from remnant.reports.figures.tracing import diff_curves
+    from remnant.scoring import ScoringSettings
+    from remnant.tracing import CausalTraceResult, DiffSettings, model_diff
+
+    storing = None
+    if storing_from is not None:
+        if not storing_from.is_file():
+            raise RemnantError(f"--storing-from: no file {storing_from}")
+        storing = CausalTraceResult.from_json(storing_from.read_text()).storing_layers
+    settings = DiffSettings(
+        batch_size=batch_size, max_facts=max_facts, seed=seed,
+        prompt_style=prompt_style, context=context,  # type: ignore[arg-type]
+    )  # fmt: skip
+    original = _load_model(base, device=device, dtype=dtype)
+    changed = _load_model(unlearned, device=device, dtype=dtype)
+    loaded = _load_target(target, format, None, original, ScoringSettings(prompt_style))  # type: ignore[arg-type]
+    result = model_diff(original, changed, loaded, settings, storing_layers=storing, progress=True)
+    _write(out, "diff", result, diff_curves(result, normalised=True))
+    _save_figure(out / "diff_prob.png", diff_curves(result, normalised=False))
+    console.print(
+        f"answer probability: original {_fmt(result.base_prob['mean'])}, unlearned "
+        f"{_fmt(result.unlearned_prob['mean'])}; {result.n_affected} of {len(result.facts)} "
+        "facts dropped enough to enter the normalised curves"
+    )
+    table = Table("direction", "site", "scope", "peak layer", "peak fraction", "mean over storing")
+    for curve in result.curves:
+        peak = curve["peak_layer"]
+        table.add_row(
+            curve["direction"], curve["site"], curve["scope"], "-" if peak is None else str(peak),
+            _fmt(None if peak is None else curve["fraction_mean"][peak]),
+            _fmt(curve["at_storing_layers"]),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+@_friendly
+def concepts(
+    model: str = ModelOpt,
+    target: str = TargetOpt,
+    out: Path = OutDirOpt,
+    unlearned: list[str] = typer.Option(
+        [], "--unlearned", "-u", help="Unlearned model(s) to compare the vectors with (repeat)."
+    ),
+    format: str | None = FormatOpt,
+    candidates: int = typer.Option(10, min=1, help="Top located vectors to validate."),
+    random: int = typer.Option(20, min=20, help="Random value vectors as the reference."),
+    mode: str = typer.Option("zero", help="Intervention: zero, noise or project."),
+    sigma: float = typer.Option(0.1, help="Noise standard deviation (--mode noise)."),
+    prompt_style: str = StyleOpt,
+    seed: int = typer.Option(0),
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+) -> None:
+    """Concept vectors: locate, validate causally, and compare with unlearned models."""
+    from remnant.concept_vectors import ValidateSettings, compare, locate, validate
+    from remnant.reports.figures.concept_vectors import (
+        comparison,
+        located_by_layer,
+        validation_drops,
+    )
+    from remnant.scoring import ScoringSettings
+
+    scoring = ScoringSettings(prompt_style, batch_size=64, max_new_tokens=16)  # type: ignore[arg-type]
+    settings = ValidateSettings(
+        n_candidates=candidates, mode=mode, sigma=sigma, n_random=random, seed=seed,  # type: ignore[arg-type]
+        scoring=scoring,
+    )  # fmt: skip
+    subject = _load_model(model, device=device, dtype=dtype)
+    loaded = _load_target(target, format, None, subject, scoring)
+    located = locate(subject, loaded, settings.locate)
+    _write(out, "locate", located, located_by_layer(located))
+    checked = validate(subject, loaded, settings, located)
+    _write(out, "validate", checked, validation_drops(checked))
+    table = Table("rank", "layer", "index", "score", "forget drop", "retain drop", "p", "validated")
+    measure = settings.criterion
+    for row in checked.candidates:
+        table.add_row(
+            str(row["located_rank"]), str(row["layer"]), str(row["index"]), _fmt(row["located_score"]),
+            _fmt(row[f"forget_{measure}_drop"]), _fmt(row[f"retain_{measure}_drop"]),
+            _fmt(row["p_value"]), "yes" if row["validated"] else "no",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"{checked.n_validated} of {len(checked.candidates)} validated ({measure})")
+    vectors = checked.validated_vectors()
+    signs = [c["sign"] for c in checked.candidates if c["validated"]]
+    if not vectors and unlearned:
+        vectors, signs = located.vectors(candidates), located.signs(candidates)
+        console.print("no vector validated: comparing the top located vectors instead")
+    for k, spec in enumerate(unlearned):
+        other = _load_model(spec, device=device, dtype=dtype)
+        compared = compare(subject, other, loaded, vectors, signs=signs)
+        _write(out, f"compare{k}", compared, comparison(compared))
+        vec, ref = compared.summary["vectors"], compared.summary["random"]
+        console.print(
+            f"{other.name}: cosine of the concept vectors mean {_fmt(vec['cosine']['mean'])} "
+            f"(min {_fmt(vec['cosine']['min'])}); random vectors mean "
+            f"{_fmt(ref['cosine']['mean'])} (min {_fmt(ref['cosine']['min'])})"
+        )
+
+
+@app.command()
+@_friendly
+def ablate(
+    model: str = ModelOpt,
+    target: str = TargetOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the ablated checkpoint."),
+    vectors: int | None = typer.Option(
+        None,
+        "--vectors",
+        min=1,
+        help="Ablate the N top-ranked located vectors (ranked by vocabulary projection, not "
+        "causally validated).",
+    ),
+    layer: list[int] = typer.Option(
+        [], "--layer", help="Layer of a vector to ablate (repeat, with --index)."
+    ),
+    index: list[int] = typer.Option([], "--index", help="Neuron index of that vector (repeat)."),
+    mode: str = typer.Option("zero", "--mode", help="zero, noise or project."),
+    sigma: float = typer.Option(0.1, "--sigma", help="Noise standard deviation (--mode noise)."),
+    seed: int = typer.Option(0, help="Seed of the noise."),
+    format: str | None = FormatOpt,
+    adapter: Path | None = typer.Option(None, help="PEFT LoRA adapter folder to merge on top."),
+    prompt_style: str = StyleOpt,
+    batch_size: int = typer.Option(16, min=1),
+    max_new_tokens: int = typer.Option(32, min=1),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+) -> None:
+    """Ablate concept vectors into a new checkpoint (the input is never modified)."""
+    from remnant.concept_vectors import ablate_subject
+    from remnant.scoring import ScoringSettings
+
+    if len(layer) != len(index):
+        raise RemnantError("give --layer and --index in pairs, one of each per vector")
+    if out.exists() and not overwrite:
+        raise RemnantError(f"{out} exists; choose another output folder or pass --overwrite")
+    settings = ScoringSettings(prompt_style, batch_size, max_new_tokens, seed=seed)  # type: ignore[arg-type]
+    subject = _load_model(model, adapter=adapter, device=device, dtype=dtype)
+    loaded = _load_target(target, format, None, subject, settings)
+    result = ablate_subject(
+        subject, loaded, out, vectors=list(zip(layer, index)) or None, n_vectors=vectors,
+        mode=mode, sigma=sigma, seed=seed, settings=settings, overwrite=overwrite,  # type: ignore[arg-type]
+    )  # fmt: skip
+    table = Table("split", "accuracy before", "after", "log p(answer) before", "after")
+    for split in result.before:
+        b, a = result.before[split], result.after[split]
+        table.add_row(
+            split, _fmt(b["accuracy"]), _fmt(a["accuracy"]),
+            _fmt(b["mean_logprob_sum"]), _fmt(a["mean_logprob_sum"]),
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{result.mode} ablation of {len(result.vectors)} vector(s) ({result.selection}); "
+        f"wrote {result.output} ({result.output_content_hash})"
+    )
+
+
+def _write(out: Path, name: str, result: Any, figure: Any) -> None:
+    """Write ``{name}.json`` and ``{name}.png`` into ``out`` (created), each atomically."""
+    write_text_atomic(out / f"{name}.json", result.to_json())
+    _save_figure(out / f"{name}.png", figure)
+    console.print(f"wrote {out / name}.json and .png")
+
+
+def _save_figure(path: Path, figure: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    figure.savefig(partial, dpi=110, format="png")
+    partial.replace(path)
+
+
 def _load_model(
     spec: str, *, adapter: Path | None = None, device: str | None = None, dtype: str | None = None
 ):

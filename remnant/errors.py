@@ -29,3 +29,7 @@ class NothingKnownError(RemnantError):
 
 class OutputExistsError(RemnantError):
     """An output path exists and overwriting was not asked for."""
+
+
+class IncompatibleModelsError(RemnantError):
+    """Two models cannot be compared unit by unit (different architecture, sizes or tokenizer)."""

@@ -52,3 +52,88 @@ def test_models_lists_the_embedded_models(tiny):
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
     assert "smollm2-135m-instruct" in result.output and "tiny-synthetic-gold" in result.output
+
+
+def _run(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_probe_writes_probe_and_lens_results_with_figures(tiny, tiny_gold, tmp_path):
+    from remnant.probes.lens import LensResult
+    from remnant.probes.linear import ProbeResult
+
+    out = tmp_path / "probe"
+    output = _run(
+        "probe", "--base", "tiny-synthetic", "--unlearned", "tiny-synthetic-gold",
+        "--target", "tiny-synthetic", "--out", str(out), "--tasks", "recall", "--folds", "3",
+    )  # fmt: skip
+    assert "recall" in output and "median rank" in output
+    probes = ProbeResult.from_json((out / "probes.json").read_text())
+    assert list(probes.tasks) == ["recall"] and probes.unlearned["name"] == "tiny-synthetic-gold"
+    lens = LensResult.from_json((out / "lens.json").read_text())
+    assert len(lens.items) == 24
+    assert (out / "probes.png").stat().st_size > 0 and (out / "lens.png").stat().st_size > 0
+
+
+def test_trace_then_diff_carries_the_storing_layers(tiny, tiny_gold, tmp_path):
+    from remnant.tracing import CausalTraceResult, ModelDiffResult
+
+    out = tmp_path / "trace"
+    output = _run(
+        "trace", "--model", "tiny-synthetic", "--target", "tiny-synthetic", "--out", str(out),
+        "--samples", "2", "--max-facts", "2", "--figures", "1",
+    )  # fmt: skip
+    assert "storing layers" in output
+    traced = CausalTraceResult.from_json((out / "trace.json").read_text())
+    assert len(traced.facts) == 2 and (out / "trace_fact00.png").exists()
+    assert not (out / "trace_fact01.png").exists()
+    _run(
+        "diff", "--base", "tiny-synthetic", "--unlearned", "tiny-synthetic-gold",
+        "--target", "tiny-synthetic", "--out", str(out), "--max-facts", "2",
+        "--storing-from", str(out / "trace.json"),
+    )  # fmt: skip
+    diffed = ModelDiffResult.from_json((out / "diff.json").read_text())
+    assert diffed.storing_layers == traced.storing_layers and len(diffed.facts) == 2
+    assert (out / "diff.png").exists() and (out / "diff_prob.png").exists()
+    missing = runner.invoke(
+        app,
+        [
+            "diff", "--base", "tiny-synthetic", "--unlearned", "tiny-synthetic-gold",
+            "--target", "tiny-synthetic", "--out", str(out),
+            "--storing-from", str(tmp_path / "none.json"),
+        ],
+    )  # fmt: skip
+    assert missing.exit_code == 2 and "no file" in missing.output
+
+
+def test_ablate_writes_a_checkpoint_and_refuses_to_overwrite(tiny, tmp_path):
+    out = tmp_path / "ablated"
+    args = ["ablate", "--model", "tiny-synthetic", "--target", "tiny-synthetic", "--out", str(out)]
+    vectors = ["--layer", "1", "--index", "3", "--layer", "2", "--index", "5"]
+    output = _run(*args, *vectors, "--max-new-tokens", "8")
+    assert "zero ablation of 2 vector(s) (given)" in output
+    report = json.loads((out / "remnant-ablation.json").read_text())
+    assert [(v["layer"], v["index"]) for v in report["vectors"]] == [(1, 3), (2, 5)]
+    assert report["output_content_hash"] != report["source"]["content_hash"]
+    again = runner.invoke(app, [*args, *vectors])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    unpaired = runner.invoke(app, [*args, "--overwrite", "--layer", "1"])
+    assert unpaired.exit_code == 2 and "pairs" in unpaired.output
+
+
+def test_concepts_locates_validates_and_compares(tiny, tiny_gold, tmp_path):
+    from remnant.concept_vectors import CompareResult, ValidateResult
+
+    out = tmp_path / "concepts"
+    output = _run(
+        "concepts", "--model", "tiny-synthetic", "--target", "tiny-synthetic", "--out", str(out),
+        "--candidates", "2", "--unlearned", "tiny-synthetic-gold",
+    )  # fmt: skip
+    assert "validated" in output and "tiny-synthetic-gold: cosine" in output
+    checked = ValidateResult.from_json((out / "validate.json").read_text())
+    assert len(checked.candidates) == 2 and len(checked.random) == 20
+    compared = CompareResult.from_json((out / "compare0.json").read_text())
+    assert compared.unlearned["name"] == "tiny-synthetic-gold"
+    assert (out / "locate.png").exists() and (out / "compare0.png").exists()

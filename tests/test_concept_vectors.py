@@ -15,7 +15,6 @@ from remnant.concept_vectors import (
     CompareResult,
     CompareSettings,
     ConceptVectorError,
-    IncompatibleModelsError,
     LocateResult,
     LocateSettings,
     ValidateResult,
@@ -30,7 +29,7 @@ from remnant.concept_vectors import (
 )
 from remnant.concept_vectors.locate import TokenLookup, layer_scores
 from remnant.concept_vectors.vectors import down_proj_name
-from remnant.errors import OutputExistsError
+from remnant.errors import IncompatibleModelsError, OutputExistsError
 from remnant.models import load_subject
 from remnant.models.checkpoint import save_checkpoint
 from remnant.reports.figures.concept_vectors import comparison, located_by_layer, validation_drops

@@ -10,19 +10,19 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from remnant.errors import IncompatibleModelsError
 from remnant.models import load_subject
+from remnant.models.compat import check_compatible
 from remnant.probes.activations import encode_with_subject
 from remnant.reports.figures.tracing import diff_curves, trace_average, trace_heatmaps
 from remnant.scoring import encode_answers
 from remnant.tracing import (
     CausalTraceResult,
     DiffSettings,
-    IncompatibleModelsError,
     ModelDiffResult,
     TraceSettings,
     TracingError,
     causal_trace,
-    check_compatible,
     model_diff,
     trace_fact,
 )
@@ -236,7 +236,7 @@ def test_incompatible_models_and_bad_settings_are_refused(tiny):
         d_mlp=tiny.d_mlp,
     )
     with pytest.raises(IncompatibleModelsError, match="n_layers 4 vs 5"):
-        check_compatible(tiny, other)
+        check_compatible(tiny, other, "patch activations")
     with pytest.raises(TracingError):
         TraceSettings(n_samples=0)
     with pytest.raises(TracingError):

@@ -6,7 +6,6 @@ from remnant.concept_vectors.ablate import REPORT_FILE, AblateResult, ablate, ab
 from remnant.concept_vectors.compare import CompareResult, CompareSettings, compare
 from remnant.concept_vectors.errors import (
     ConceptVectorError,
-    IncompatibleModelsError,
     UnsupportedArchitectureError,
 )
 from remnant.concept_vectors.interventions import MODES, edit_weights, intervention_hooks
@@ -22,7 +21,6 @@ __all__ = [
     "CompareResult",
     "CompareSettings",
     "ConceptVectorError",
-    "IncompatibleModelsError",
     "LocateResult",
     "LocateSettings",
     "TokenSets",

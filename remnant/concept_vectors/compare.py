@@ -24,13 +24,13 @@ from remnant.concept_vectors.locate import TokenLookup, score_topk
 from remnant.concept_vectors.tokens import token_sets
 from remnant.concept_vectors.vectors import (
     VectorRef,
-    check_compatible,
     check_vectors,
     gather_vectors,
     random_vectors,
     readout,
     top_tokens,
 )
+from remnant.models.compat import check_compatible
 from remnant.models.subject import Subject
 from remnant.results import Result
 from remnant.targets.model import Target
@@ -94,7 +94,7 @@ def compare(
     """Compare ``vectors`` (and random reference vectors) between the two models.
     ``signs`` (+1/-1 per vector, default +1) orients the vocabulary projections, e.g.
     ``located.signs(n)`` for ``located.vectors(n)``."""
-    check_compatible(original, unlearned)
+    check_compatible(original, unlearned, "compare value vectors")
     vectors = [(int(layer), int(index)) for layer, index in vectors]
     if not vectors:
         raise ConceptVectorError("no value vector to compare; pass at least one (layer, index)")

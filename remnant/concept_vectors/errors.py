@@ -11,7 +11,3 @@ class ConceptVectorError(RemnantError):
 
 class UnsupportedArchitectureError(ConceptVectorError):
     """The model has no Llama-style MLP down-projection, final RMSNorm or output embedding."""
-
-
-class IncompatibleModelsError(ConceptVectorError):
-    """Two models cannot be compared vector by vector (different architecture or tokenizer)."""

@@ -146,4 +146,4 @@ def edit_weights(
                 basis = direction_basis(subject, layer, indices)
                 edited = weight.double() - basis @ (basis.T @ weight.double())
                 weight.copy_(edited.to(weight.dtype))
-    subject.__dict__.pop("content_hash", None)
+    subject.weights_changed()

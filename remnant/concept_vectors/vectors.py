@@ -15,7 +15,6 @@ import torch
 
 from remnant.concept_vectors.errors import (
     ConceptVectorError,
-    IncompatibleModelsError,
     UnsupportedArchitectureError,
 )
 from remnant.models.subject import Subject
@@ -95,26 +94,6 @@ def check_vectors(subject: Subject, vectors: Sequence[VectorRef]) -> None:
             )
     if len(set(vectors)) != len(vectors):
         raise ConceptVectorError("a value vector is listed twice; list each (layer, index) once")
-
-
-def check_compatible(original: Subject, other: Subject) -> None:
-    """Raise `IncompatibleModelsError` unless both models share architecture, sizes and tokenizer."""
-    problems = []
-    if type(original.hf_model).__name__ != type(other.hf_model).__name__:
-        problems.append(
-            f"architectures {type(original.hf_model).__name__} vs {type(other.hf_model).__name__}"
-        )
-    for attr in ("n_layers", "d_model", "d_mlp"):
-        if getattr(original, attr) != getattr(other, attr):
-            problems.append(f"{attr} {getattr(original, attr)} vs {getattr(other, attr)}")
-    if original.tokenizer.get_vocab() != other.tokenizer.get_vocab():
-        problems.append("different tokenizer vocabularies")
-    if problems:
-        raise IncompatibleModelsError(
-            f"cannot compare the value vectors of {original.name} and {other.name}: "
-            f"{'; '.join(problems)}. Compare a model with a fine-tuned copy of itself (same "
-            "architecture, sizes and tokenizer)"
-        )
 
 
 def random_vectors(

@@ -65,6 +65,10 @@ class Subject:
             digest.update(tensor.cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]
 
+    def weights_changed(self) -> None:
+        """Call after editing the weights in place: the content hash is computed afresh."""
+        self.__dict__.pop("content_hash", None)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under their Hugging Face names (detached views of the live tensors)."""
         return {name: tensor.detach() for name, tensor in self.parameters.items()}

@@ -8,17 +8,14 @@ low at the output was suppressed near the output rather than removed (nostalgebr
 Patil et al., 2023). Applied to the last block's output, the readout equals the model's real
 next-token logits.
 
-Where to read: chat models seldom answer with the bare answer ("The river is the Seine."), so
-with ``context="generation"`` the prompt is extended by the original model's own greedy answer
-up to the first accepted answer in it, and the lens reads the next token there; items whose
-generation holds no accepted answer (and every item with ``context="prompt"``) are read at the
-end of the prompt, against the reference answer.
+Where to read: with ``context="generation"`` at the position where the original model states
+the answer in its own greedy output (`remnant.scoring.answer_contexts`); with
+``context="prompt"`` right after the prompt.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -26,18 +23,12 @@ import numpy as np
 import torch
 
 from remnant.errors import RemnantError, TargetError
+from remnant.models.compat import check_compatible
 from remnant.models.subject import Subject
 from remnant.probes.activations import EncodedPrompt, extract, hook_names
 from remnant.results import Result
-from remnant.scoring import (
-    PromptStyle,
-    encode_answers,
-    encode_prompts,
-    format_prompt,
-    generate,
-    resolve_style,
-)
-from remnant.targets.model import QAItem, Target
+from remnant.scoring import PromptStyle, answer_contexts, resolve_style
+from remnant.targets.model import Target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,19 +105,22 @@ def analyze(
             f"the logit lens reads forget QA items and target {target.name!r} has none; "
             "add `forget:` items with answers"
         )
-    if original.n_layers != unlearned.n_layers or (
-        original.tokenizer.get_vocab() != unlearned.tokenizer.get_vocab()
-    ):
-        raise RemnantError(
-            f"{original.name} and {unlearned.name} differ in layers or vocabulary; compare an "
-            "unlearned model with the original it came from"
-        )
+    check_compatible(original, unlearned, "read the logit lens at the same tokens")
     style = resolve_style(original, settings.prompt_style)
-    contexts, answer_ids, extensions = _contexts(original, target.forget, style, settings)
+    contexts = answer_contexts(
+        original,
+        target.forget,
+        style,
+        from_generation=settings.context == "generation",
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+    )
+    prompts = [EncodedPrompt(c.ids) for c in contexts]
+    answer_ids = [c.answer_id for c in contexts]
     names = hook_names(original, "resid")
     readouts = {}
     for key, subject in (("original", original), ("unlearned", unlearned)):
-        acts = extract(subject, contexts, names, batch_size=settings.batch_size)
+        acts = extract(subject, prompts, names, batch_size=settings.batch_size)
         resid = np.stack([acts[n] for n in names], axis=1)
         readouts[key] = answer_ranks(subject, resid, answer_ids)
     items = []
@@ -134,7 +128,7 @@ def analyze(
         row: dict[str, Any] = {
             "question": item.question,
             "answer": item.answer,
-            "context": extensions[k],
+            "context": contexts[k].extension,
             "answer_token": original.tokenizer.decode([answer_ids[k]]),
         }
         for key, (ranks, probs) in readouts.items():
@@ -153,47 +147,3 @@ def analyze(
     return LensResult(
         original.identity(), unlearned.identity(), target.name, recorded, names, items, summary
     )
-
-
-def _contexts(
-    subject: Subject, items: Sequence[QAItem], style: str, settings: LensSettings
-) -> tuple[list[EncodedPrompt], list[int], list[str]]:
-    """Per item: the token ids to read at, the answer token expected next, and the generated
-    text the prompt was extended by ("" when read at the end of the prompt)."""
-    tokenizer = subject.tokenizer
-    prompts = encode_prompts(
-        subject, [format_prompt(subject, i.question, style) for i in items], style
-    )
-    answers = encode_answers(subject, [i.answer for i in items], style)
-    extensions = [""] * len(items)
-    if settings.context == "generation":
-        texts = generate(
-            subject,
-            prompts,
-            max_new_tokens=settings.max_new_tokens,
-            batch_size=settings.batch_size,
-        )
-        for k, (item, text) in enumerate(zip(items, texts)):
-            span = _first_answer(text, item.accepted_answers)
-            if span is None:
-                continue
-            prefix, answer = text[: span[0]], text[span[0] : span[1]]
-            if prefix.endswith(" ") or (not prefix and style == "plain"):
-                prefix, answer = prefix[:-1], " " + answer
-            prompts[k] = prompts[k] + tokenizer(prefix, add_special_tokens=False).input_ids
-            answers[k] = tokenizer(answer, add_special_tokens=False).input_ids
-            extensions[k] = prefix
-    for prompt, answer in zip(prompts, answers):  # a bare space token says nothing: skip it
-        while len(answer) > 1 and not tokenizer.decode(answer[:1]).strip():
-            prompt.append(answer.pop(0))
-    return [EncodedPrompt(tuple(p)) for p in prompts], [a[0] for a in answers], extensions
-
-
-def _first_answer(text: str, accepted: Sequence[str]) -> tuple[int, int] | None:
-    """Character span of the earliest accepted answer in ``text`` (whole words, any case)."""
-    spans = [
-        match.span()
-        for answer in accepted
-        if (match := re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", text, re.IGNORECASE))
-    ]
-    return min(spans) if spans else None

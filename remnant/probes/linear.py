@@ -44,6 +44,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from remnant.errors import RemnantError, TargetError
+from remnant.models.compat import check_compatible
 from remnant.models.subject import Subject
 from remnant.probes.activations import EncodedPrompt, extract, hook_names
 from remnant.results import Result
@@ -174,11 +175,7 @@ def analyze(
     settings: ProbeSettings = ProbeSettings(),
 ) -> ProbeResult:
     """Fit every probe task at every residual layer of both models; see the module docstring."""
-    if (original.n_layers, original.d_model) != (unlearned.n_layers, unlearned.d_model):
-        raise RemnantError(
-            f"{original.name} and {unlearned.name} differ in shape (layers, d_model); "
-            "probe an unlearned model against the original it was derived from"
-        )
+    check_compatible(original, unlearned, "transfer probes")
     tasks = _tasks(target, settings)
     styles = [resolve_style(s, settings.prompt_style) for s in (original, unlearned)]
     names = hook_names(original, "resid")

@@ -7,8 +7,8 @@ from remnant.tracing.causal_trace import (
     causal_trace,
     trace_fact,
 )
-from remnant.tracing.errors import IncompatibleModelsError, TracingError
-from remnant.tracing.model_diff import DiffSettings, ModelDiffResult, check_compatible, model_diff
+from remnant.tracing.errors import TracingError
+from remnant.tracing.model_diff import DiffSettings, ModelDiffResult, model_diff
 from remnant.tracing.patching import SITE_LABELS, SITES
 
 __all__ = [
@@ -17,12 +17,10 @@ __all__ = [
     "TOKEN_CLASSES",
     "CausalTraceResult",
     "DiffSettings",
-    "IncompatibleModelsError",
     "ModelDiffResult",
     "TraceSettings",
     "TracingError",
     "causal_trace",
-    "check_compatible",
     "model_diff",
     "trace_fact",
 ]

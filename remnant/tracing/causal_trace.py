@@ -4,6 +4,9 @@ The subject's input embeddings are corrupted with Gaussian noise; then the clean
 block output (one layer), or of the MLP or attention outputs over a window of layers, is
 restored at one token. The score is the probability (in [0, 1]) of the answer's first token,
 averaged over the noise samples; the indirect effect is restored score - corrupted score.
+With ``context="generation"`` (the default) the prompt runs on through the model's own greedy
+answer up to where it states the answer (`remnant.scoring.answer_contexts`), so a chat model
+that answers "The capital of France is Paris." is traced at "is", not at its first word.
 Positions before the subject are clean in every corrupted run, so restoring them changes
 nothing: they are not run, and their score is the corrupted score exactly.
 """
@@ -15,7 +18,7 @@ import logging
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,10 +27,11 @@ from remnant.models.subject import Subject
 from remnant.probes.activations import encode_with_subject
 from remnant.results import Result
 from remnant.scoring import (
+    AnswerContext,
     PromptStyle,
     ScoringSettings,
+    answer_contexts,
     bootstrap_ci,
-    encode_answers,
     known_forget_items,
     resolve_style,
 )
@@ -59,7 +63,9 @@ TOKEN_CLASSES = (
 class TraceSettings:
     """Noise = ``noise_multiplier`` x the std of subject-token embeddings over the target's
     subjects; ``n_samples`` noise draws per fact (seeded); MLP and attention restorations
-    cover ``window`` layers centred on each layer; ``batch_size`` rows per forward pass."""
+    cover ``window`` layers centred on each layer; ``batch_size`` rows per forward pass;
+    ``context``: read the answer where the model states it in its greedy output
+    (``generation``, up to ``max_new_tokens``) or right after the prompt (``prompt``)."""
 
     noise_multiplier: float = 3.0
     n_samples: int = 10
@@ -69,8 +75,14 @@ class TraceSettings:
     max_facts: int | None = None
     prompt_style: PromptStyle = "auto"
     n_bootstrap: int = 1000
+    context: Literal["generation", "prompt"] = "generation"
+    max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
+        if self.context not in ("generation", "prompt"):
+            raise TracingError(f"context must be generation or prompt, not {self.context!r}")
+        if self.max_new_tokens < 1:
+            raise TracingError("max new tokens must be at least 1")
         if not self.noise_multiplier >= 0:
             raise TracingError(f"noise multiplier must be >= 0, not {self.noise_multiplier}")
         if min(self.n_samples, self.window, self.batch_size, self.n_bootstrap) < 1:
@@ -150,19 +162,26 @@ def trace_fact(
     subject_text: str,
     noise_std: float,
     settings: TraceSettings = TraceSettings(),
+    context: AnswerContext | None = None,
 ) -> dict[str, Any]:
     """Causal trace of one fact: clean and corrupted answer probabilities and, per site, the
-    restored probability at every (token, layer)."""
+    restored probability at every (token, layer). ``context`` (from `answer_contexts`) extends
+    the prompt and names the answer token; without it the reference answer's first token is
+    read right after the prompt."""
     style = resolve_style(subject, settings.prompt_style)
     (prompt,) = encode_with_subject(subject, [item.question], [subject_text], style)
-    answer_id = encode_answers(subject, [item.answer], style)[0][0]
+    if context is None:
+        context = answer_contexts(subject, [item], style, from_generation=False)[0]
+    if context.ids[: len(prompt.ids)] != prompt.ids:
+        raise TracingError(f"the answer context of {item.question!r} does not extend its prompt")
+    ids, answer_id = context.ids, context.answer_id
     start, end = prompt.subject_span
-    n_tokens, n_layers, n = len(prompt.ids), subject.n_layers, settings.n_samples
+    n_tokens, n_layers, n = len(ids), subject.n_layers, settings.n_samples
     noise = corruption_noise(
         item.question, n, end - start, subject.d_model, noise_std, settings.seed
     )
     names = all_site_hooks(subject)
-    prepared = PreparedPrompt(subject, prompt.ids, names, Corruption(noise, start))
+    prepared = PreparedPrompt(subject, ids, names, Corruption(noise, start))
     rows = trace_rows(n_tokens, start, n_layers, n, settings.window)
     probs = patched_probs(prepared, rows, prepared.acts, answer_id, batch_size=settings.batch_size)
     corrupted = prepared.probs[1:, answer_id].mean()
@@ -173,7 +192,8 @@ def trace_fact(
         "answer": item.answer,
         "subject": subject_text,
         "answer_token": subject.tokenizer.decode([answer_id]),
-        "tokens": [subject.tokenizer.decode([t]) for t in prompt.ids],
+        "context": context.extension,
+        "tokens": [subject.tokenizer.decode([t]) for t in ids],
         "subject_span": [start, end],
         "clean_prob": round(float(prepared.probs[0, answer_id]), 6),
         "corrupted_prob": round(float(corrupted), 6),
@@ -280,10 +300,20 @@ def causal_trace(
         raise TracingError("no item to trace names its subject; give items a 'subject'")
     traceable = traceable[: settings.max_facts]
     noise_std = settings.noise_multiplier * embedding_std(subject, target, style)
+    contexts = answer_contexts(
+        subject,
+        traceable,
+        style,
+        from_generation=settings.context == "generation",
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+    )
     facts = []
-    for item in iterate(traceable, progress):
+    for item, context in iterate(list(zip(traceable, contexts)), progress):
         started = time.perf_counter()
-        facts.append(trace_fact(subject, item, target.subject_of(item), noise_std, settings))
+        facts.append(
+            trace_fact(subject, item, target.subject_of(item), noise_std, settings, context)
+        )
         log.info("traced %r in %.1f s", item.question, time.perf_counter() - started)
     average = average_effects(facts, settings)
     peak, band = storing_band(average["mlp"]["last_subject"]["mean"])

@@ -7,7 +7,3 @@ from remnant.errors import RemnantError
 
 class TracingError(RemnantError):
     """Tracing cannot run as asked (no item names its subject, invalid settings)."""
-
-
-class IncompatibleModelsError(TracingError):
-    """Two models cannot be patched into each other (different architecture or tokenizer)."""

@@ -15,25 +15,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from remnant.models.compat import check_compatible
 from remnant.models.subject import Subject
 from remnant.results import Result
 from remnant.scoring import (
     PromptStyle,
     ScoringSettings,
+    answer_contexts,
     bootstrap_ci,
-    encode_answers,
-    encode_prompts,
-    format_prompt,
     known_forget_items,
     resolve_style,
 )
 from remnant.targets.model import QAItem, Target
-from remnant.tracing.errors import IncompatibleModelsError, TracingError
+from remnant.tracing.errors import TracingError
 from remnant.tracing.patching import (
     SITES,
     PreparedPrompt,
@@ -52,7 +51,10 @@ DIRECTIONS = ("restore", "destroy")
 @dataclasses.dataclass(frozen=True)
 class DiffSettings:
     """``min_drop``: smallest relative drop (original - unlearned) / original of a fact's answer
-    probability for it to enter the normalised curves; ``batch_size`` patched rows per pass."""
+    probability for it to enter the normalised curves; ``batch_size`` patched rows per pass;
+    ``context``: read the answer where the original model states it in its greedy output
+    (``generation``, up to ``max_new_tokens``; both models read the same tokens) or right
+    after the prompt (``prompt``)."""
 
     batch_size: int = 64
     max_facts: int | None = None
@@ -60,8 +62,14 @@ class DiffSettings:
     n_bootstrap: int = 1000
     seed: int = 0
     prompt_style: PromptStyle = "auto"
+    context: Literal["generation", "prompt"] = "generation"
+    max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
+        if self.context not in ("generation", "prompt"):
+            raise TracingError(f"context must be generation or prompt, not {self.context!r}")
+        if self.max_new_tokens < 1:
+            raise TracingError("max new tokens must be at least 1")
         if min(self.batch_size, self.n_bootstrap) < 1:
             raise TracingError("batch size and bootstrap resamples must be at least 1")
         if self.max_facts is not None and self.max_facts < 1:
@@ -98,30 +106,6 @@ class ModelDiffResult(Result):
             if (curve["direction"], curve["site"], curve["scope"]) == (direction, site, scope):
                 return curve
         raise KeyError((direction, site, scope))
-
-
-def check_compatible(base: Subject, unlearned: Subject) -> None:
-    """Raise `IncompatibleModelsError` unless the two models share architecture and tokenizer."""
-    problems = []
-    if type(base.hf_model).__name__ != type(unlearned.hf_model).__name__:
-        problems.append(
-            f"architectures {type(base.hf_model).__name__} vs {type(unlearned.hf_model).__name__}"
-        )
-    for attr in ("n_layers", "d_model", "d_mlp"):
-        if getattr(base, attr) != getattr(unlearned, attr):
-            problems.append(f"{attr} {getattr(base, attr)} vs {getattr(unlearned, attr)}")
-    if base.tokenizer.get_vocab() != unlearned.tokenizer.get_vocab():
-        problems.append("different tokenizer vocabularies")
-    if getattr(base.tokenizer, "chat_template", None) != getattr(
-        unlearned.tokenizer, "chat_template", None
-    ):
-        problems.append("different chat templates")
-    if problems:
-        raise IncompatibleModelsError(
-            f"cannot patch activations between {base.name} and {unlearned.name}: "
-            f"{'; '.join(problems)}. Cross-model patching needs the unlearned model to be a "
-            "fine-tuned copy of the original (same architecture, sizes and tokenizer)"
-        )
 
 
 def diff_rows(n_tokens: int, n_layers: int) -> Rows:
@@ -191,17 +175,25 @@ def model_diff(
     """Patch each layer between the original (``base``) and unlearned model on the forget facts
     the original knows (or ``items``); ``storing_layers`` (e.g. from causal tracing) are
     recorded and each curve's mean over them reported."""
-    check_compatible(base, unlearned)
+    check_compatible(base, unlearned, "patch activations")
     style = resolve_style(base, settings.prompt_style)
     if items is None:
         items = known_forget_items(base, target, ScoringSettings(prompt_style=style))
     items = list(items)[: settings.max_facts]
-    prompts = encode_prompts(base, [format_prompt(base, i.question, style) for i in items], style)
-    answers = encode_answers(base, [i.answer for i in items], style)
+    contexts = answer_contexts(
+        base,
+        items,
+        style,
+        from_generation=settings.context == "generation",
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+    )
     facts = []
-    for item, prompt, answer in iterate(list(zip(items, prompts, answers)), progress):
-        fact = diff_fact(base, unlearned, prompt, answer[0], settings.batch_size)
-        facts.append({"question": item.question, "answer": item.answer} | fact)
+    for item, context in iterate(list(zip(items, contexts)), progress):
+        fact = diff_fact(base, unlearned, context.ids, context.answer_id, settings.batch_size)
+        facts.append(
+            {"question": item.question, "answer": item.answer, "context": context.extension} | fact
+        )
         log.info("patched %r", item.question)
     p_base = np.array([f["p_base"] for f in facts])
     p_unlearned = np.array([f["p_unlearned"] for f in facts])

@@ -267,6 +267,7 @@ def train(
                 bar.set_postfix(forget=f"{forget_term:.3f}", retain=_fmt(retain_term))
         if bar is not None:
             bar.close()
+    subject.weights_changed()
     return {
         "seconds": round(time.perf_counter() - started, 2),
         "cpu_seconds": round(time.process_time() - cpu_started, 2),
