@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -112,16 +113,111 @@ def eval_command(
 @_friendly
 def demo(
     out: Path = typer.Option(Path("remnant-demo"), help="Folder for the demo's outputs."),
+    method: str = typer.Option("npo", help="Reference unlearning method to audit."),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Embedded model."),
+    target_name: str = typer.Option("demo", "--target", "-t", help="Built-in target."),
 ) -> None:
-    """Load the embedded SmolLM2-135M-Instruct and score the built-in demo target."""
+    """Audit an embedded model (SmolLM2-135M-Instruct) after unlearning a built-in target:
+    score it, unlearn with a reference method, then probes, logit lens, causal tracing,
+    cross-model patching and concept vectors. Each finished stage is kept in ``--out``; an
+    interrupted demo resumes at the first unfinished one."""
+    from remnant.concept_vectors import ValidateResult, ValidateSettings, compare, locate, validate
     from remnant.models import load_subject
-    from remnant.scoring import evaluate
+    from remnant.probes import lens, linear
+    from remnant.reports.figures import concept_vectors as cv_figures
+    from remnant.reports.figures import probes as probe_figures
+    from remnant.reports.figures import tracing as tracing_figures
+    from remnant.scoring import EvalResult, evaluate
     from remnant.targets import load_builtin_target
+    from remnant.tracing import (
+        CausalTraceResult,
+        ModelDiffResult,
+        TraceSettings,
+        causal_trace,
+        model_diff,
+    )
+    from remnant.unlearning import REPORT_FILE, run_unlearning
 
-    subject = load_subject("smollm2-135m-instruct")
-    target = load_builtin_target("demo")
-    console.print(f"model {subject.name} ({subject.content_hash}), target {target.name!r}")
-    _report(evaluate(subject, target), out / "eval.json")
+    original = load_subject(model)
+    target = load_builtin_target(target_name)
+    console.print(f"model {original.name} ({original.content_hash}), target {target.name!r}")
+    _report(_stage(out / "eval", EvalResult, lambda: evaluate(original, target)), None)
+    checkpoint = out / method
+    if not (checkpoint / REPORT_FILE).is_file():
+        console.rule(f"unlearning with {method}")
+        run_unlearning(original.name, target, method, checkpoint, overwrite=True, progress=True)
+    unlearned = load_subject(str(checkpoint))
+    report = json.loads((checkpoint / REPORT_FILE).read_text())
+    console.print(
+        f"{method}: forget accuracy {_fmt(report['before']['forget']['accuracy'])} -> "
+        f"{_fmt(report['after']['forget']['accuracy'])}, retain "
+        f"{_fmt(report['before']['retain']['accuracy'])} -> "
+        f"{_fmt(report['after']['retain']['accuracy'])}"
+    )
+    console.rule("linear probes")
+    probes = _stage(
+        out / "probes",
+        linear.ProbeResult,
+        lambda: linear.analyze(original, unlearned, target),
+        probe_figures.probe_accuracy,
+    )
+    _show_probes(probes)
+    console.rule("logit lens")
+    readout = _stage(
+        out / "lens",
+        lens.LensResult,
+        lambda: lens.analyze(original, unlearned, target),
+        probe_figures.lens_ranks,
+    )
+    _show_lens(readout)
+    console.rule("causal tracing (5 facts)")
+    traced = _stage(
+        out / "trace",
+        CausalTraceResult,
+        lambda: causal_trace(original, target, TraceSettings(max_facts=5), progress=True),
+        tracing_figures.trace_average,
+    )
+    _show_trace(traced)
+    console.rule(f"patching between the original and the {method} model")
+    diffed = _stage(
+        out / "diff",
+        ModelDiffResult,
+        lambda: model_diff(
+            original, unlearned, target, storing_layers=traced.storing_layers, progress=True
+        ),
+        tracing_figures.diff_curves,
+    )
+    _show_diff(diffed)
+    console.rule("concept vectors")
+    settings = ValidateSettings(n_candidates=5)
+    checked = _stage(
+        out / "validate",
+        ValidateResult,
+        lambda: validate(original, target, settings, locate(original, target, settings.locate)),
+        cv_figures.validation_drops,
+    )
+    _show_validation(checked, settings.criterion)
+    vectors = checked.validated_vectors() or [(c["layer"], c["index"]) for c in checked.candidates]
+    signs = [c["sign"] for c in checked.candidates if (c["layer"], c["index"]) in vectors]
+    compared = compare(original, unlearned, target, vectors, signs=signs)
+    _write(out, "compare", compared, cv_figures.comparison(compared))
+    _show_comparison(compared)
+    console.print(f"all results and figures are in {out}")
+
+
+def _stage(path: Path, kind: Any, compute: Callable[[], Any], figure: Any = None) -> Any:
+    """The Result saved at ``{path}.json`` if a previous run finished it, else ``compute()``
+    written there (with ``figure(result)`` as ``{path}.png``)."""
+    saved = path.with_suffix(".json")
+    if saved.is_file():
+        console.print(f"kept {saved} from a previous run")
+        return kind.from_json(saved.read_text())
+    result = compute()
+    if figure is None:
+        write_text_atomic(saved, result.to_json())
+    else:
+        _write(path.parent, path.name, result, figure(result))
+    return result
 
 
 @app.command()
@@ -222,6 +318,19 @@ def probe(
     loaded = _load_target(target, format, None, original, ScoringSettings(prompt_style))  # type: ignore[arg-type]
     probes = linear.analyze(original, changed, loaded, settings)
     _write(out, "probes", probes, probe_accuracy(probes))
+    _show_probes(probes)
+    if loaded.forget:
+        readout = lens.analyze(
+            original,
+            changed,
+            loaded,
+            lens.LensSettings(prompt_style=prompt_style, batch_size=batch_size),  # type: ignore[arg-type]
+        )
+        _write(out, "lens", readout, lens_ranks(readout))
+        _show_lens(readout)
+
+
+def _show_probes(probes: Any) -> None:
     table = Table("task", "chance", "original: best layer, acc [CI]", "unlearned", "transfer")
     for row in probes.summary():
         table.add_row(
@@ -231,20 +340,15 @@ def probe(
             _fmt(row["transfer_at_unlearned_best"]),
         )
     console.print(table)
-    if loaded.forget:
-        readout = lens.analyze(
-            original,
-            changed,
-            loaded,
-            lens.LensSettings(prompt_style=prompt_style, batch_size=batch_size),  # type: ignore[arg-type]
-        )
-        _write(out, "lens", readout, lens_ranks(readout))
-        table = Table("model", "median rank at best layer", "best layer", "median rank at output")
-        for model, summary in readout.summary.items():
-            ranks = summary["median_rank"]
-            best = min(range(len(ranks)), key=ranks.__getitem__)
-            table.add_row(model, f"{ranks[best]:g}", readout.layers[best], f"{ranks[-1]:g}")
-        console.print(table)
+
+
+def _show_lens(readout: Any) -> None:
+    table = Table("model", "median rank at best layer", "best layer", "median rank at output")
+    for model, summary in readout.summary.items():
+        ranks = summary["median_rank"]
+        best = min(range(len(ranks)), key=ranks.__getitem__)
+        table.add_row(model, f"{ranks[best]:g}", readout.layers[best], f"{ranks[-1]:g}")
+    console.print(table)
 
 
 def _best(scores: dict[str, Any]) -> str:
@@ -292,6 +396,10 @@ def trace(
     _write(out, "trace", result, trace_average(result))
     for k in range(min(figures, len(result.facts))):
         _save_figure(out / f"trace_fact{k:02d}.png", trace_heatmaps(result, k))
+    _show_trace(result)
+
+
+def _show_trace(result: Any) -> None:
     table = Table("site", "token class", "facts", "peak layer", "peak effect", "mean effect")
     for site, classes in result.summary().items():
         for name, row in classes.items():
@@ -345,6 +453,10 @@ def diff(
     result = model_diff(original, changed, loaded, settings, storing_layers=storing, progress=True)
     _write(out, "diff", result, diff_curves(result, normalised=True))
     _save_figure(out / "diff_prob.png", diff_curves(result, normalised=False))
+    _show_diff(result)
+
+
+def _show_diff(result: Any) -> None:
     console.print(
         f"answer probability: original {_fmt(result.base_prob['mean'])}, unlearned "
         f"{_fmt(result.unlearned_prob['mean'])}; {result.n_affected} of {len(result.facts)} "
@@ -400,16 +512,7 @@ def concepts(
     _write(out, "locate", located, located_by_layer(located))
     checked = validate(subject, loaded, settings, located)
     _write(out, "validate", checked, validation_drops(checked))
-    table = Table("rank", "layer", "index", "score", "forget drop", "retain drop", "p", "validated")
-    measure = settings.criterion
-    for row in checked.candidates:
-        table.add_row(
-            str(row["located_rank"]), str(row["layer"]), str(row["index"]), _fmt(row["located_score"]),
-            _fmt(row[f"forget_{measure}_drop"]), _fmt(row[f"retain_{measure}_drop"]),
-            _fmt(row["p_value"]), "yes" if row["validated"] else "no",
-        )  # fmt: skip
-    console.print(table)
-    console.print(f"{checked.n_validated} of {len(checked.candidates)} validated ({measure})")
+    _show_validation(checked, settings.criterion)
     vectors = checked.validated_vectors()
     signs = [c["sign"] for c in checked.candidates if c["validated"]]
     if not vectors and unlearned:
@@ -419,12 +522,28 @@ def concepts(
         other = _load_model(spec, device=device, dtype=dtype)
         compared = compare(subject, other, loaded, vectors, signs=signs)
         _write(out, f"compare{k}", compared, comparison(compared))
-        vec, ref = compared.summary["vectors"], compared.summary["random"]
-        console.print(
-            f"{other.name}: cosine of the concept vectors mean {_fmt(vec['cosine']['mean'])} "
-            f"(min {_fmt(vec['cosine']['min'])}); random vectors mean "
-            f"{_fmt(ref['cosine']['mean'])} (min {_fmt(ref['cosine']['min'])})"
-        )
+        _show_comparison(compared)
+
+
+def _show_validation(checked: Any, measure: str) -> None:
+    table = Table("rank", "layer", "index", "score", "forget drop", "retain drop", "p", "validated")
+    for row in checked.candidates:
+        table.add_row(
+            str(row["located_rank"]), str(row["layer"]), str(row["index"]), _fmt(row["located_score"]),
+            _fmt(row[f"forget_{measure}_drop"]), _fmt(row[f"retain_{measure}_drop"]),
+            _fmt(row["p_value"]), "yes" if row["validated"] else "no",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"{checked.n_validated} of {len(checked.candidates)} validated ({measure})")
+
+
+def _show_comparison(compared: Any) -> None:
+    vec, ref = compared.summary["vectors"], compared.summary["random"]
+    console.print(
+        f"{compared.unlearned['name']}: cosine of the concept vectors mean "
+        f"{_fmt(vec['cosine']['mean'])} (min {_fmt(vec['cosine']['min'])}); random vectors mean "
+        f"{_fmt(ref['cosine']['mean'])} (min {_fmt(ref['cosine']['min'])})"
+    )
 
 
 @app.command()

@@ -137,3 +137,16 @@ def test_concepts_locates_validates_and_compares(tiny, tiny_gold, tmp_path):
     compared = CompareResult.from_json((out / "compare0.json").read_text())
     assert compared.unlearned["name"] == "tiny-synthetic-gold"
     assert (out / "locate.png").exists() and (out / "compare0.png").exists()
+
+
+def test_demo_runs_every_stage_and_resumes_from_saved_results(tiny, tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--model", "tiny-synthetic", "--target", "tiny-synthetic", "--out", str(out)]
+    first = _run(*args)
+    assert "kept" not in first
+    for name in ("eval", "probes", "lens", "trace", "diff", "validate", "compare"):
+        assert (out / f"{name}.json").is_file(), name
+    assert (out / "npo" / "remnant-unlearning.json").is_file()
+    (out / "diff.json").unlink()
+    second = _run(*args)
+    assert second.count("kept") == 5 and (out / "diff.json").is_file()
