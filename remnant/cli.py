@@ -535,6 +535,15 @@ def _show_validation(checked: Any, measure: str) -> None:
         )  # fmt: skip
     console.print(table)
     console.print(f"{checked.n_validated} of {len(checked.candidates)} validated ({measure})")
+    together = checked.set_ablation
+    chosen, random = together["chosen"], together["random_mean"]
+    console.print(
+        f"all {len(together['vectors'])} {'validated' if checked.n_validated else 'candidate'} "
+        f"vectors at once: forget accuracy drop {_fmt(chosen['forget_accuracy_drop'])}, retain "
+        f"{_fmt(chosen['retain_accuracy_drop'])}; as many random vectors (mean of "
+        f"{len(together['random'])} sets): forget {_fmt(random['forget_accuracy_drop'])}, "
+        f"retain {_fmt(random['retain_accuracy_drop'])}"
+    )
 
 
 def _show_comparison(compared: Any) -> None:

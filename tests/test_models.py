@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 
 import pytest
 import torch
 
-from remnant.errors import ModelLoadError, ModelNotFoundError, OutputExistsError
+from remnant.errors import (
+    IncompatibleModelsError,
+    ModelLoadError,
+    ModelNotFoundError,
+    OutputExistsError,
+)
 from remnant.models import load_subject
+from remnant.models.compat import check_compatible
 from remnant.models.loading import resolve_spec
 from remnant.models.tiny import TinyConfig, train_tiny_model
 from remnant.scoring import ScoringSettings, score_qa
@@ -102,3 +109,22 @@ def test_tiny_training_is_deterministic_for_a_seed(tmp_path):
     weights = {k: load_subject(str(tmp_path / k)).content_hash for k in "abc"}
     assert weights["a"] == weights["b"] != weights["c"]
     assert config.key() != dataclasses.replace(config, seed=1).key()
+
+
+def test_content_hash_follows_in_place_edits(tmp_path, tiny):
+    tiny.save(tmp_path / "copy")
+    copy = load_subject(str(tmp_path / "copy"))
+    before = copy.content_hash
+    assert before == tiny.content_hash
+    with torch.no_grad():
+        copy.parameters["model.norm.weight"][0] += 1.0
+    copy.weights_changed()
+    assert copy.content_hash != before
+
+
+def test_models_with_other_chat_templates_are_not_compared(tiny):
+    check_compatible(tiny, tiny, "compare")
+    tokenizer = types.SimpleNamespace(get_vocab=tiny.tokenizer.get_vocab, chat_template="{{ x }}")
+    other = dataclasses.replace(tiny, tokenizer=tokenizer, name="other")
+    with pytest.raises(IncompatibleModelsError, match="chat templates"):
+        check_compatible(tiny, other, "compare")

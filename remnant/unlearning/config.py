@@ -151,7 +151,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "smollm2-135m-instruct": {
         "ga": {"lr": 1e-5, "steps": 10, "batch_size": 8},
         "graddiff": {"lr": 1e-5, "steps": 10, "batch_size": 8},
-        "npo": {"lr": 1e-5, "steps": 10, "batch_size": 8, "retain_weight": 1.0},
+        "npo": {"lr": 2e-5, "steps": 12, "batch_size": 8, "retain_weight": 1.0},
         "rmu": {"lr": 5e-5, "steps": 30, "batch_size": 4},
     },
 }
