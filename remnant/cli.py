@@ -170,11 +170,13 @@ def demo(
         probe_figures.lens_ranks,
     )
     _show_lens(readout)
-    console.rule("causal tracing (5 facts)")
+    console.rule("causal tracing (5 facts, 3 noise samples each)")
     traced = _stage(
         out / "trace",
         CausalTraceResult,
-        lambda: causal_trace(original, target, TraceSettings(max_facts=5), progress=True),
+        lambda: causal_trace(
+            original, target, TraceSettings(max_facts=5, n_samples=3), progress=True
+        ),
         tracing_figures.trace_average,
     )
     _show_trace(traced)
