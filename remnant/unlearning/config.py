@@ -153,7 +153,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "smollm2-135m-instruct": {
-        "ga": {"lr": 1e-5, "steps": 10, "batch_size": 8},
+        "ga": {
+            "lr": 1e-4,
+            "steps": 11,
+            "batch_size": 8,
+            "layers": (24, 25, 26, 27, 28, 29),
+            "modules": ("mlp.",),
+            "passages": False,
+        },
         "graddiff": {
             "lr": 3e-5,
             "steps": 12,
