@@ -275,6 +275,11 @@ def unlearn(
         if before is not None:
             table.add_row(split, _fmt(before["accuracy"]), _fmt(after["accuracy"]))
     console.print(table)
+    if report["retain_scored_on_training_items"]:
+        console.print(
+            f"note: {report['method']}'s retain term trained on these retain items, so 'retain "
+            "after' is a training-set accuracy"
+        )
     console.print(
         f"wrote {out} ({report['method']}, unlearned hash {report['unlearned_content_hash']})"
     )
@@ -282,6 +287,11 @@ def unlearn(
 
 BaseOpt = typer.Option(..., "--base", "-b", help="The original model (spec as for --model).")
 UnlearnedOpt = typer.Option(..., "--unlearned", "-u", help="The unlearned model (spec).")
+ContextOpt = typer.Option(
+    "generation",
+    help="Read the answer where the (original) model states it in its greedy answer "
+    "(generation) or right after the prompt (prompt).",
+)
 OutDirOpt = typer.Option(..., "--out", "-o", help="Folder for the JSON results and figures.")
 
 
@@ -371,10 +381,7 @@ def trace(
     ),
     window: int = typer.Option(10, min=1, help="Layers restored together for MLP / attention."),
     max_facts: int | None = typer.Option(None, min=1, help="Trace at most this many known facts."),
-    context: str = typer.Option(
-        "generation",
-        help="Read the answer where the model states it (generation) or right after the prompt (prompt).",
-    ),
+    context: str = ContextOpt,
     figures: int = typer.Option(5, min=0, help="Per-fact heatmap figures to draw."),
     prompt_style: str = StyleOpt,
     batch_size: int = typer.Option(64, min=1, help="Patched rows per forward pass."),
@@ -425,10 +432,7 @@ def diff(
         None, help="trace.json from `remnant trace` on the base model: its storing layers."
     ),
     max_facts: int | None = typer.Option(None, min=1, help="Patch at most this many known facts."),
-    context: str = typer.Option(
-        "generation",
-        help="Read the answer where the original model states it (generation) or right after the prompt (prompt).",
-    ),
+    context: str = ContextOpt,
     prompt_style: str = StyleOpt,
     batch_size: int = typer.Option(64, min=1, help="Patched rows per forward pass."),
     seed: int = typer.Option(0),

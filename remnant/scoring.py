@@ -187,6 +187,7 @@ def answer_contexts(
     style: str,
     *,
     from_generation: bool = True,
+    generations: Sequence[str] | None = None,
     max_new_tokens: int = 32,
     batch_size: int = 16,
 ) -> list[AnswerContext]:
@@ -198,6 +199,8 @@ def answer_contexts(
     the first accepted answer in it; items whose generation holds no accepted answer (and
     every item without ``from_generation``) are read right after the prompt, against the
     reference answer. Leading whitespace-only answer tokens are moved into the context.
+    ``generations`` (one per item) are greedy answers already made, e.g. by
+    `known_forget_generations`; without them the model generates ``max_new_tokens``.
     """
     tokenizer = subject.tokenizer
     prompts = encode_prompts(
@@ -206,7 +209,11 @@ def answer_contexts(
     answers = encode_answers(subject, [i.answer for i in items], style)
     extensions = [""] * len(items)
     if from_generation:
-        texts = generate(subject, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        texts = generations
+        if texts is None:
+            texts = generate(subject, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        elif len(texts) != len(items):
+            raise RemnantError(f"{len(texts)} generations for {len(items)} items")
         for k, (item, text) in enumerate(zip(items, texts)):
             span = _first_answer(text, item.accepted_answers)
             if span is None:
@@ -465,8 +472,18 @@ def known_forget_items(
     subject: Subject, target: Target, settings: ScoringSettings = ScoringSettings()
 ) -> list[QAItem]:
     """The forget items ``subject`` answers correctly; raises when there are none."""
+    return [item for item, _ in known_forget_generations(subject, target, settings)]
+
+
+def known_forget_generations(
+    subject: Subject, target: Target, settings: ScoringSettings = ScoringSettings()
+) -> list[tuple[QAItem, str]]:
+    """The forget items ``subject`` answers correctly, each with the greedy generation that
+    answered it; raises when there are none."""
     scored = score_qa(subject, target.forget, settings)["items"] if target.forget else []
-    known = [item for item, row in zip(target.forget, scored) if row["correct"]]
+    known = [
+        (item, row["generation"]) for item, row in zip(target.forget, scored) if row["correct"]
+    ]
     if not known:
         raise NothingKnownError(
             f"{subject.name} answers none of the {len(target.forget)} forget items of target "

@@ -32,7 +32,7 @@ from remnant.scoring import (
     ScoringSettings,
     answer_contexts,
     bootstrap_ci,
-    known_forget_items,
+    known_forget_generations,
     resolve_style,
 )
 from remnant.targets.model import QAItem, Target
@@ -43,6 +43,7 @@ from remnant.tracing.patching import (
     PreparedPrompt,
     Rows,
     all_site_hooks,
+    check_shared_settings,
     iterate,
     patched_probs,
 )
@@ -79,20 +80,11 @@ class TraceSettings:
     max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
-        if self.context not in ("generation", "prompt"):
-            raise TracingError(f"context must be generation or prompt, not {self.context!r}")
-        if self.max_new_tokens < 1:
-            raise TracingError("max new tokens must be at least 1")
+        check_shared_settings(self)
         if not self.noise_multiplier >= 0:
             raise TracingError(f"noise multiplier must be >= 0, not {self.noise_multiplier}")
-        if min(self.n_samples, self.window, self.batch_size, self.n_bootstrap) < 1:
-            raise TracingError("samples, window, batch size and bootstrap resamples must be >= 1")
-        if self.max_facts is not None and self.max_facts < 1:
-            raise TracingError("max facts must be at least 1 (or None for all)")
-        if self.prompt_style not in ("auto", "chat", "plain"):
-            raise TracingError(
-                f"prompt style must be auto, chat or plain, not {self.prompt_style!r}"
-            )
+        if min(self.n_samples, self.window) < 1:
+            raise TracingError("samples and window must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,8 +283,11 @@ def causal_trace(
 ) -> CausalTraceResult:
     """Trace the forget facts ``subject`` knows (or ``items``), up to ``settings.max_facts``."""
     style = resolve_style(subject, settings.prompt_style)
+    generated: dict[str, str] = {}
     if items is None:
-        items = known_forget_items(subject, target, ScoringSettings(prompt_style=style))
+        scoring = ScoringSettings(prompt_style=style, max_new_tokens=settings.max_new_tokens)
+        known = known_forget_generations(subject, target, scoring)
+        items, generated = [i for i, _ in known], {i.question: g for i, g in known}
     traceable = [i for i in items if target.subject_of(i)]
     if len(traceable) < len(items):
         log.warning("skipping %d item(s) that name no subject", len(items) - len(traceable))
@@ -305,6 +300,7 @@ def causal_trace(
         traceable,
         style,
         from_generation=settings.context == "generation",
+        generations=[generated[i.question] for i in traceable] if generated else None,
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.batch_size,
     )

@@ -28,7 +28,7 @@ from remnant.scoring import (
     ScoringSettings,
     answer_contexts,
     bootstrap_ci,
-    known_forget_items,
+    known_forget_generations,
     resolve_style,
 )
 from remnant.targets.model import QAItem, Target
@@ -38,6 +38,7 @@ from remnant.tracing.patching import (
     PreparedPrompt,
     Rows,
     all_site_hooks,
+    check_shared_settings,
     iterate,
     patched_probs,
 )
@@ -66,20 +67,9 @@ class DiffSettings:
     max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
-        if self.context not in ("generation", "prompt"):
-            raise TracingError(f"context must be generation or prompt, not {self.context!r}")
-        if self.max_new_tokens < 1:
-            raise TracingError("max new tokens must be at least 1")
-        if min(self.batch_size, self.n_bootstrap) < 1:
-            raise TracingError("batch size and bootstrap resamples must be at least 1")
-        if self.max_facts is not None and self.max_facts < 1:
-            raise TracingError("max facts must be at least 1 (or None for all)")
+        check_shared_settings(self)
         if not 0 < self.min_drop <= 1:
             raise TracingError(f"min drop must be in (0, 1], not {self.min_drop}")
-        if self.prompt_style not in ("auto", "chat", "plain"):
-            raise TracingError(
-                f"prompt style must be auto, chat or plain, not {self.prompt_style!r}"
-            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,14 +167,18 @@ def model_diff(
     recorded and each curve's mean over them reported."""
     check_compatible(base, unlearned, "patch activations")
     style = resolve_style(base, settings.prompt_style)
+    generated: dict[str, str] = {}
     if items is None:
-        items = known_forget_items(base, target, ScoringSettings(prompt_style=style))
+        scoring = ScoringSettings(prompt_style=style, max_new_tokens=settings.max_new_tokens)
+        known = known_forget_generations(base, target, scoring)
+        items, generated = [i for i, _ in known], {i.question: g for i, g in known}
     items = list(items)[: settings.max_facts]
     contexts = answer_contexts(
         base,
         items,
         style,
         from_generation=settings.context == "generation",
+        generations=[generated[i.question] for i in items] if generated else None,
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.batch_size,
     )

@@ -20,6 +20,7 @@ import torch
 
 from remnant.models.subject import Subject
 from remnant.probes.activations import Site, hook_names
+from remnant.tracing.errors import TracingError
 
 T = TypeVar("T")
 
@@ -191,3 +192,18 @@ def iterate(items: Sequence[T], progress: bool) -> Iterable[T]:
     from tqdm.auto import tqdm
 
     return tqdm(items, desc="facts", unit="fact")
+
+
+def check_shared_settings(settings: Any) -> None:
+    """Validate what tracing and patching settings share: ``context``, ``max_new_tokens``,
+    ``batch_size``, ``n_bootstrap``, ``max_facts`` and ``prompt_style``."""
+    if settings.context not in ("generation", "prompt"):
+        raise TracingError(f"context must be generation or prompt, not {settings.context!r}")
+    if min(settings.max_new_tokens, settings.batch_size, settings.n_bootstrap) < 1:
+        raise TracingError("max new tokens, batch size and bootstrap resamples must be >= 1")
+    if settings.max_facts is not None and settings.max_facts < 1:
+        raise TracingError("max facts must be at least 1 (or None for all)")
+    if settings.prompt_style not in ("auto", "chat", "plain"):
+        raise TracingError(
+            f"prompt style must be auto, chat or plain, not {settings.prompt_style!r}"
+        )

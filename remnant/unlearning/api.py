@@ -49,7 +49,8 @@ def unlearn(
     target (forget QA in the model's prompt style and forget passages; retain QA and unrelated
     passages). Returns the unlearned Subject and a report: method, hyperparameters, seed, source
     model identity, training record, and greedy accuracy (alias match) on the forget and retain
-    items before and after, scored with ``settings``.
+    items before and after, scored with ``settings``; ``retain_scored_on_training_items``
+    says whether the method's retain term trained on those same retain items.
     """
     if method not in METHODS:
         raise UnlearningError(
@@ -80,7 +81,14 @@ def unlearn(
         source=f"{method} unlearning of {source['source']}",
     )
     report = _report(method, dataclasses.asdict(config), config.seed, source, unlearned, target)
-    report |= {"prompt_style": style, "training": training, "before": before, "after": after}
+    report |= {
+        "prompt_style": style,
+        "training": training,
+        "before": before,
+        "after": after,
+        # the retain term trains on the very retain items scored above: a training-set figure
+        "retain_scored_on_training_items": bool(training["n_retain_examples"] and target.retain),
+    }
     log.info("%s: forget accuracy %s -> %s, retain %s -> %s", method, *_pairs(before, after))
     return unlearned, report
 
@@ -185,6 +193,7 @@ def _retrain(
         "training": None,
         "before": before,
         "after": after,
+        "retain_scored_on_training_items": False,
     }
     return gold, report
 
