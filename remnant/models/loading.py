@@ -13,6 +13,7 @@ from remnant.errors import ModelLoadError, ModelNotFoundError
 from remnant.models.embedded import EMBEDDED, embedded_dir
 from remnant.models.gguf import cached_gguf
 from remnant.models.subject import Subject
+from remnant.models.toolchain import check_batch, install_adapters, reference_logits, self_check
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ def load_subject(
     ``spec`` is an embedded name, a local Hugging Face folder, a Hub id or a ``.gguf`` file;
     ``adapter`` is a PEFT LoRA folder merged on top. CPU float32 unless told otherwise.
     Pickle checkpoints are refused unless ``allow_pickle``; remote code unless ``trust_remote_code``.
+    Every model passes the toolchain self-check (`remnant.models.toolchain`) or raises
+    `ToolchainError`.
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -86,9 +89,14 @@ def load_subject(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     parameters = dict(hf_model.state_dict(keep_vars=True))
+    batch = check_batch(tokenizer, next(hf_model.parameters()).device)
+    reference = reference_logits(hf_model, batch)
+    install_adapters()
     bridge = TransformerBridge.boot_transformers(path, hf_model=hf_model, tokenizer=tokenizer)
+    name = name or _display_name(spec)
+    toolchain = self_check(name, bridge, batch, reference)
     source = spec if adapter is None else f"{spec} + adapter {adapter}"
-    return Subject(bridge, tokenizer, name or _display_name(spec), source, parameters)
+    return Subject(bridge, tokenizer, name, source, parameters, toolchain)
 
 
 def _display_name(spec: str) -> str:

@@ -22,6 +22,8 @@ class Subject:
     ``bridge`` wraps the Hugging Face model *in place*, so hooks added through the bridge also
     act on ``hf_model`` calls (forward and ``generate``). ``parameters`` maps the original
     Hugging Face names to the live weight tensors (captured before the bridge renamed modules).
+    ``toolchain`` is the self-check the model passed when loaded: its largest logit differences
+    and the installed versions.
     """
 
     bridge: TransformerBridge
@@ -29,6 +31,7 @@ class Subject:
     name: str
     source: str
     parameters: dict[str, torch.Tensor]
+    toolchain: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def hf_model(self) -> PreTrainedModel:

@@ -1,16 +1,16 @@
 """The tiny Llama-architecture model trained in-process on the synthetic world.
 
-Deterministic from its configuration (seeded), cached under a hash of that configuration.
+Deterministic from its configuration (seeded), cached under a hash of that configuration, of
+the code that builds the world and trains the model, and of the library versions that run it.
 A *gold* variant is trained on the same world without the forget set's people.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -18,14 +18,16 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from remnant.models.cache import models_dir
+from remnant.models.cache import cache_key, models_dir, source_digest
 from remnant.models.checkpoint import save_checkpoint
+from remnant.models.toolchain import installed_versions
 from remnant.targets.synthetic import SyntheticWorld, WorldConfig
 
 log = logging.getLogger(__name__)
 
 BOS = "<|endoftext|>"
 _FORMAT_VERSION = 1
+_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,15 +49,33 @@ class TinyConfig:
     seed: int = 0
 
     def key(self) -> str:
-        """A short hash naming the cache folder of this configuration."""
-        blob = json.dumps({"v": _FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        """A short hash naming the cache folder: this configuration, the training code and the
+        versions of the libraries it runs on (see `provenance`)."""
+        return cache_key(config=dataclasses.asdict(self), **provenance())
+
+
+def provenance() -> dict[str, object]:
+    """What besides the configuration shapes a tiny model's weights: the source of the modules
+    that generate the world, train and save the model, and the library versions."""
+    modules = [
+        sys.modules[f.__module__] for f in (SyntheticWorld, train_tiny_model, save_checkpoint)
+    ]
+    return {
+        "format": _FORMAT_VERSION,
+        "code": source_digest(*modules),
+        "versions": installed_versions(_LIBRARIES),
+    }
+
+
+def tiny_model_path(config: TinyConfig = TinyConfig()) -> Path:
+    """Where the model of this configuration is cached (it may not exist yet)."""
+    kind = "tiny-synthetic-gold" if config.gold else "tiny-synthetic"
+    return models_dir() / f"{kind}-{config.key()}"
 
 
 def tiny_model_dir(config: TinyConfig = TinyConfig()) -> Path:
     """The cached folder of this configuration, training the model first if needed."""
-    kind = "tiny-synthetic-gold" if config.gold else "tiny-synthetic"
-    out_dir = models_dir() / f"{kind}-{config.key()}"
+    out_dir = tiny_model_path(config)
     if not (out_dir / "model.safetensors").exists():
         train_tiny_model(config, out_dir)
     return out_dir
@@ -132,7 +152,12 @@ def train_tiny_model(config: TinyConfig, out_dir: Path) -> dict[str, float]:
         "final_loss": round(loss.item(), 4),
         "n_texts": len(texts),
     }
-    info = {"config": dataclasses.asdict(config), "training": stats, "excluded": list(exclude)}
+    info = {
+        "config": dataclasses.asdict(config),
+        **provenance(),
+        "training": stats,
+        "excluded": list(exclude),
+    }
     save_checkpoint(
         model.state_dict(),
         model.config,
