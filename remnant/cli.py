@@ -84,6 +84,29 @@ def models() -> None:
     console.print(table)
 
 
+@app.command()
+@_friendly
+def check(
+    model: str = typer.Argument(..., help="Embedded name, HF folder, Hub id or .gguf file."),
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+) -> None:
+    """Load a model and show its toolchain self-check (bridge and KV cache against a full forward)."""
+    from remnant.models.toolchain import TESTED_VERSIONS
+
+    subject = _load_model(model, adapter=None, device=device, dtype=dtype)
+    report = subject.toolchain
+    table = Table("package", "installed", "tested")
+    for package, version in report["versions"].items():
+        table.add_row(package, version, TESTED_VERSIONS[package])
+    console.print(table)
+    console.print(
+        f"self-check passed on {subject.name}: bridge vs plain model max |Δlogit| "
+        f"{report['bridge_max_abs_diff']:.2g}, cached decoding vs full forward "
+        f"{report['cache_max_abs_diff']:.2g} (tolerance {report['tolerance']:.2g})"
+    )
+
+
 @app.command("eval")
 @_friendly
 def eval_command(
@@ -237,9 +260,23 @@ def unlearn(
     format: str | None = FormatOpt,
     prompt_style: str = StyleOpt,
     lr: float | None = typer.Option(None, help="AdamW learning rate."),
-    steps: int | None = typer.Option(None, help="Optimizer steps."),
+    epochs: float | None = typer.Option(
+        None, help="Maximum passes over the forget examples (the budget)."
+    ),
+    steps: int | None = typer.Option(
+        None, help="Maximum optimizer steps (replaces the --epochs budget)."
+    ),
+    stop_fraction: float | None = typer.Option(
+        None, help="Stop once forget accuracy (checked each epoch) <= this × its value before."
+    ),
+    no_stop: bool = typer.Option(False, "--no-stop", help="No stop rule: run the whole budget."),
+    retain_holdout: float | None = typer.Option(
+        None, help="Fraction of retain items held out of training and scored instead."
+    ),
     batch_size: int | None = typer.Option(None, help="Forget examples per step."),
-    seed: int | None = typer.Option(None, help="Seed for data order, LoRA init and RMU's vector."),
+    seed: int | None = typer.Option(
+        None, help="Seed for data order, retain split, LoRA init and RMU's vector."
+    ),
     layers: str | None = typer.Option(None, help="Comma-separated decoder layers to train."),
     modules: str | None = typer.Option(
         None, help="Comma-separated name fragments of trained weights."
@@ -264,22 +301,31 @@ def unlearn(
 
     report = run_unlearning(
         model, target, method, out, overwrite, progress=True, target_format=format,
-        prompt_style=prompt_style, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
-        layers=layers, modules=modules, lora_rank=lora_rank, lora_alpha=lora_alpha,
+        prompt_style=prompt_style, stop_rule=not no_stop, lr=lr, epochs=epochs, steps=steps,
+        stop_fraction=stop_fraction, retain_holdout=retain_holdout, batch_size=batch_size,
+        seed=seed, layers=layers, modules=modules, lora_rank=lora_rank, lora_alpha=lora_alpha,
         passages=passages, beta=beta, retain_weight=retain_weight, layer=layer,
         steering_coeff=steering_coeff, alpha=alpha,
     )  # fmt: skip
     table = Table("split", "accuracy before", "accuracy after")
-    for split in ("forget", "retain"):
+    for split, label in (("forget", "forget"), ("retain", "retain (held out)")):
         before, after = report["before"][split], report["after"][split]
         if before is not None:
-            table.add_row(split, _fmt(before["accuracy"]), _fmt(after["accuracy"]))
+            table.add_row(label, _fmt(before["accuracy"]), _fmt(after["accuracy"]))
     console.print(table)
-    if report["retain_scored_on_training_items"]:
-        console.print(
-            f"note: {report['method']}'s retain term trained on these retain items, so 'retain "
-            "after' is a training-set accuracy"
+    training = report["training"]
+    if training is not None:
+        rule = training["stop_rule"]
+        ending = (
+            f"stop rule fired: forget accuracy <= {_fmt(rule['threshold'])}"
+            if rule and rule["fired"]
+            else "ran the whole budget" + ("" if rule else " (no stop rule)")
         )
+        console.print(
+            f"{training['steps']} of at most {training['max_steps']} steps "
+            f"({training['epochs']} epochs); {ending}"
+        )
+    console.print(f"retain accuracy is scored on {report['retain_scored_on']}")
     console.print(
         f"wrote {out} ({report['method']}, unlearned hash {report['unlearned_content_hash']})"
     )

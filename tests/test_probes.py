@@ -34,6 +34,7 @@ def npo_last_block(tiny, tiny_target):
         settings=ScoringSettings(max_new_tokens=4),
         lr=3e-3,
         steps=24,
+        stop_fraction=None,
         batch_size=8,
         layers=(3,),
         modules=(),

@@ -4,11 +4,14 @@ writes a checkpoint that reloads, and optimises the loss its paper defines."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
+from remnant.cli import app
 from remnant.errors import OutputExistsError
 from remnant.models import Subject, load_subject
 from remnant.targets import Target
@@ -23,7 +26,8 @@ from remnant.unlearning import (
     run_unlearning,
     unlearn,
 )
-from remnant.unlearning.data import build_examples, collate
+from remnant.unlearning import api as unlearning_api
+from remnant.unlearning.data import build_examples, collate, split_retain
 from remnant.unlearning.train import make_objective
 
 
@@ -46,11 +50,119 @@ def test_method_forgets_and_keeps_retain(method: str, tiny: Subject, tiny_target
     assert after["forget"]["accuracy"] <= before["forget"]["accuracy"] / 2
     assert after["retain"]["accuracy"] >= before["retain"]["accuracy"] - 0.15
     assert report["method"] == method
-    assert report["retain_scored_on_training_items"] == (method in ("graddiff", "npo", "rmu"))
+    split = report["retain_split"]
+    assert after["retain"]["n"] == before["retain"]["n"] == split["n_held_out"] > 0
+    assert report["retain_scored_on"].startswith("held-out retain items")
+    if method != "retrain":
+        rule = report["training"]["stop_rule"]
+        assert rule["fired"] and report["training"]["steps"] < report["training"]["max_steps"]
+        assert rule["checks"][-1]["forget_accuracy"] == after["forget"]["accuracy"], "same scorer"
     assert report["source_model"]["content_hash"] == source_hash
     assert unlearned.content_hash == report["unlearned_content_hash"] != source_hash
     tiny.weights_changed()  # recompute, do not trust the cache
     assert tiny.content_hash == source_hash, "the caller's Subject must not change"
+
+
+def test_stop_rule_ends_a_large_budget_once_forget_accuracy_halves(
+    tiny: Subject, tiny_target: Target
+) -> None:
+    _, report = unlearn(tiny, tiny_target, "rmu", epochs=200.0)
+    training, rule = report["training"], report["training"]["stop_rule"]
+    n, batch = training["n_forget_examples"], report["hyperparameters"]["batch_size"]
+    assert training["max_steps"] == math.ceil(200 * n / batch)
+    assert rule["fired"] and training["steps"] == rule["fired_at_step"] < training["max_steps"] / 4
+    checks, per_epoch = rule["checks"], math.ceil(n / batch)
+    assert [c["step"] for c in checks] == [per_epoch * (k + 1) for k in range(len(checks))]
+    before = report["before"]["forget"]["accuracy"]
+    assert rule["forget_accuracy_before"] == before and rule["check_every_steps"] == per_epoch
+    assert checks[-1]["forget_accuracy"] <= before / 2
+    assert all(c["forget_accuracy"] > before / 2 for c in checks[:-1])
+    assert len(training["forget_term"]) == training["steps"]
+    assert training["epochs"] == round(training["steps"] * batch / n, 2)
+
+
+def test_without_stop_rule_the_whole_budget_runs(tiny: Subject, tiny_target: Target) -> None:
+    # 30 forget examples (24 QA items, 6 passages): ceil(1.5 · 30 / 7) = 7 steps
+    _, report = unlearn(tiny, tiny_target, "graddiff", epochs=1.5, batch_size=7, stop_fraction=None)
+    training = report["training"]
+    assert training["n_forget_examples"] == 30
+    assert training["max_steps"] == training["steps"] == len(training["forget_term"]) == 7
+    assert training["stop_rule"] is None and training["epochs"] == round(7 * 7 / 30, 2)
+    _, report = unlearn(tiny, tiny_target, "ga", steps=3, epochs=100.0, stop_fraction=None)
+    assert report["training"]["max_steps"] == report["training"]["steps"] == 3
+
+
+def test_step_budget_from_epochs() -> None:
+    config = GAConfig(epochs=2.5, batch_size=8)
+    assert config.max_steps(27) == 9 and config.steps_per_epoch(27) == 4  # ceil(67.5 / 8)
+    assert GAConfig(epochs=2.5, batch_size=8, steps=4).max_steps(27) == 4
+    assert GAConfig(epochs=0.1, batch_size=3).max_steps(30) == 1  # not 2 by float noise
+    assert GAConfig(epochs=0.01, batch_size=32).max_steps(10) == 1
+    for bad in ({"epochs": 0}, {"stop_fraction": 1.0}, {"stop_fraction": 0}, {"steps": 0}):
+        with pytest.raises(UnlearningError):
+            GAConfig(**bad)
+    for holdout in (0.0, 1.0):
+        with pytest.raises(UnlearningError, match="retain_holdout"):
+            GAConfig(retain_holdout=holdout)
+
+
+def test_retain_items_scored_are_held_out_of_training(
+    tiny: Subject, tiny_target: Target, monkeypatch
+) -> None:
+    """What the retain term trains on and what "retain before/after" scores, as actually passed
+    to the example builder and the scorer, are disjoint and together all retain items."""
+    trained_on: list[list[str]] = []
+    scored_on: list[list[str]] = []
+    accuracies = unlearning_api.accuracies
+
+    def spy_build(subject, target, style, passages, retain_items=None):
+        trained_on.append([i.question for i in retain_items])
+        return build_examples(subject, target, style, passages, retain_items)
+
+    def spy_accuracies(subject, target, settings, *, retain_items=None):
+        scored_on.append([i.question for i in retain_items])
+        return accuracies(subject, target, settings, retain_items=retain_items)
+
+    monkeypatch.setattr(unlearning_api, "build_examples", spy_build)
+    monkeypatch.setattr(unlearning_api, "accuracies", spy_accuracies)
+    _, report = unlearn(tiny, tiny_target, "graddiff", steps=1, seed=3, retain_holdout=0.25)
+    (trained,) = trained_on
+    assert len(scored_on) == 2 and scored_on[0] == scored_on[1], "before and after: same items"
+    held_out, every = set(scored_on[0]), [i.question for i in tiny_target.retain]
+    assert not held_out & set(trained) and held_out | set(trained) == set(every)
+    split = report["retain_split"]
+    assert split["n_held_out"] == round(0.25 * len(every)) == len(held_out)
+    assert [every[i] for i in split["held_out"]] == scored_on[0]
+    assert [every[i] for i in split["trained"]] == trained
+    assert report["training"]["n_retain_examples"] == len(trained) + len(
+        tiny_target.unrelated_passages
+    )
+    # the unrelated passages state every fact of the first 6 retain people (retain items 0..23)
+    stated = sum(1 for i in split["held_out"] if i < 24)
+    assert split["n_held_out_stated_in_passages"] == stated > 0
+    assert f"{stated} of them stated in the unrelated passages" in report["retain_scored_on"]
+    assert split_retain(len(every), 0.25, 3) == (split["trained"], split["held_out"])
+    assert split_retain(len(every), 0.25, 4) != split_retain(len(every), 0.25, 3)
+    assert split_retain(1, 0.5, 0) == ([], [0]) and split_retain(2, 0.9, 0)[0] != []
+
+
+def test_cli_unlearn_budget_options(tmp_path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "ga"
+    args = ["unlearn", "-m", "tiny-synthetic", "-t", "tiny-synthetic", "--method", "ga"]
+    result = runner.invoke(
+        app, [*args, "-o", str(out), "--steps", "2", "--no-stop", "--retain-holdout", "0.25"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 of at most 2 steps" in result.output and "no stop rule" in result.output
+    assert "held-out retain items (n=42 of 168" in result.output
+    saved = json.loads((out / REPORT_FILE).read_text())
+    assert saved["hyperparameters"]["stop_fraction"] is None
+    assert saved["hyperparameters"]["retain_holdout"] == 0.25
+    result = runner.invoke(
+        app, [*args, "-o", str(tmp_path / "x"), "--stop-fraction", "0.3", "--no-stop"]
+    )
+    assert result.exit_code == 2 and "not both" in result.output
 
 
 def test_checkpoint_reloads_with_identical_logits(tmp_path, tiny_target: Target) -> None:

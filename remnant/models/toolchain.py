@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import warnings
 from typing import Any
 
 import torch
@@ -51,6 +52,11 @@ def install_adapters() -> None:
     ``past_key_values``; it changes nothing when no such keyword arrives. Idempotent. A
     TransformerLens without this method is left alone (the self-check judges it).
     """
+    # 5.24 also warns on every call that passes `past_key_values` (TransformerLens and
+    # transformers' own generate do); nothing a user can act on, and older releases need the name.
+    warnings.filterwarnings(
+        "ignore", message="`past_key_values` is deprecated", category=FutureWarning
+    )
     try:
         from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
     except ImportError:

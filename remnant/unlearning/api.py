@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from remnant.errors import OutputExistsError
 from remnant.models import Subject, load_subject
 from remnant.models.tiny import TinyConfig
 from remnant.scoring import ScoringSettings, resolve_style, score_qa
-from remnant.targets import Target, load_target
+from remnant.targets import QAItem, Target, load_target
 from remnant.targets.synthetic import SyntheticWorld
 from remnant.unlearning.config import (
     METHODS,
@@ -22,7 +23,7 @@ from remnant.unlearning.config import (
     default_config,
     with_overrides,
 )
-from remnant.unlearning.data import build_examples
+from remnant.unlearning.data import build_examples, split_retain
 from remnant.unlearning.errors import RetrainUnavailableError, UnlearningError
 from remnant.unlearning.train import train
 
@@ -46,11 +47,13 @@ def unlearn(
     ``model`` is a model spec (loaded afresh and trained) or a `Subject`, which is never modified:
     its weights are copied into a new Subject first. ``config`` defaults to the method's preset
     for the model; ``overrides`` replace single hyperparameters. Training data come from the
-    target (forget QA in the model's prompt style and forget passages; retain QA and unrelated
-    passages). Returns the unlearned Subject and a report: method, hyperparameters, seed, source
-    model identity, training record, and greedy accuracy (alias match) on the forget and retain
-    items before and after, scored with ``settings``; ``retain_scored_on_training_items``
-    says whether the method's retain term trained on those same retain items.
+    target (forget QA in the model's prompt style and forget passages; the trained part of a
+    seeded retain split and unrelated passages). Training runs up to the config's step budget
+    and stops early once greedy forget accuracy falls to ``stop_fraction`` of its value before
+    (see `remnant.unlearning.config`). Returns the unlearned Subject and a report: method,
+    hyperparameters, seed, source model identity, the retain split, the training record (with
+    the stop rule's checks), and greedy accuracy (alias match) before and after, scored with
+    ``settings``, on all forget items and on the held-out retain items only.
     """
     if method not in METHODS:
         raise UnlearningError(
@@ -68,13 +71,35 @@ def unlearn(
             f"{method} needs a {config_class(method).__name__}, not {type(config).__name__}"
         )
     style = resolve_style(subject, settings.prompt_style)
-    forget, retain = build_examples(subject, target, style, config.passages)
+    trained, held_out = split_retain(len(target.retain), config.retain_holdout, config.seed)
+    forget, retain = build_examples(
+        subject, target, style, config.passages, [target.retain[i] for i in trained]
+    )
     if not forget:
         raise UnlearningError(f"target {target.name!r} has no forget items or passages to train on")
     log.info("%s: unlearning %r from %s (%s)", method, target.name, subject.name, config)
-    before = accuracies(subject, target, settings)
-    training = train(subject, config, forget, retain, progress=progress)
-    after = accuracies(subject, target, settings)
+    scored_retain = [target.retain[i] for i in held_out]
+    before = accuracies(subject, target, settings, retain_items=scored_retain)
+
+    def forget_accuracy() -> float:
+        """The stop rule's check: greedy accuracy on all forget QA items, as reported."""
+        return score_qa(subject, target.forget, settings)["accuracy"]
+
+    training = train(
+        subject,
+        config,
+        forget,
+        retain,
+        forget_accuracy=forget_accuracy if target.forget else None,
+        accuracy_before=before["forget"] and before["forget"]["accuracy"],
+        progress=progress,
+    )
+    after = accuracies(subject, target, settings, retain_items=scored_retain)
+    passages = (
+        target.unrelated_passages if config.passages and training["n_retain_examples"] else []
+    )
+    split = _split_record(trained, held_out, config.retain_holdout, config.seed)
+    split["n_held_out_stated_in_passages"] = _stated_in(scored_retain, passages)
     unlearned = dataclasses.replace(
         subject,
         name=f"{source['name']}+{method}",
@@ -83,11 +108,11 @@ def unlearn(
     report = _report(method, dataclasses.asdict(config), config.seed, source, unlearned, target)
     report |= {
         "prompt_style": style,
+        "retain_split": split,
+        "retain_scored_on": _scored_on(split, len(target.retain)),
         "training": training,
         "before": before,
         "after": after,
-        # the retain term trains on the very retain items scored above: a training-set figure
-        "retain_scored_on_training_items": bool(training["n_retain_examples"] and target.retain),
     }
     log.info("%s: forget accuracy %s -> %s, retain %s -> %s", method, *_pairs(before, after))
     return unlearned, report
@@ -103,19 +128,25 @@ def run_unlearning(
     progress: bool = False,
     target_format: str | None = None,
     prompt_style: str = "auto",
+    stop_rule: bool = True,
     **hyperparameters: Any,
 ) -> dict[str, Any]:
     """Unlearn and write the checkpoint to ``out`` with the report as ``remnant-unlearning.json``.
 
     ``target`` is a Target, a target file/folder or a built-in name; hyperparameters left as None
-    keep the preset value. An existing ``out`` is refused (before any training) unless
-    ``overwrite``. Returns the report.
+    keep the preset value. ``stop_rule=False`` sets ``stop_fraction`` to None (run the whole
+    budget). An existing ``out`` is refused (before any training) unless ``overwrite``. Returns
+    the report.
     """
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; choose another output folder or pass --overwrite")
-    loaded = target if isinstance(target, Target) else load_target(target, target_format)
     chosen = {k: _parse_list(k, v) for k, v in hyperparameters.items() if v is not None}
+    if not stop_rule:
+        if "stop_fraction" in chosen:
+            raise UnlearningError("give a stop fraction or turn the stop rule off, not both")
+        chosen["stop_fraction"] = None
+    loaded = target if isinstance(target, Target) else load_target(target, target_format)
     settings = ScoringSettings(prompt_style=prompt_style)  # type: ignore[arg-type]
     subject, report = unlearn(model, loaded, method, progress=progress, settings=settings, **chosen)
     subject.save(out, extra_files={REPORT_FILE: report}, overwrite=overwrite)
@@ -136,14 +167,21 @@ def _parse_list(name: str, value: Any) -> Any:
 
 
 def accuracies(
-    subject: Subject, target: Target, settings: ScoringSettings = ScoringSettings()
+    subject: Subject,
+    target: Target,
+    settings: ScoringSettings = ScoringSettings(),
+    *,
+    retain_items: Sequence[QAItem] | None = None,
 ) -> dict[str, Any]:
     """Greedy accuracy, accuracy over answered items and mean answer log-probability (nats) on
-    the forget and retain QA items (None for an empty split), plus the seconds it took."""
+    the forget and retain QA items (None for an empty split), plus the seconds it took.
+
+    ``retain_items`` replaces the target's retain items (the held-out part of a retain split).
+    """
     started = time.perf_counter()
     scores: dict[str, Any] = {}
-    for split in ("forget", "retain"):
-        items = getattr(target, split)
+    retain = target.retain if retain_items is None else retain_items
+    for split, items in (("forget", target.forget), ("retain", retain)):
         summary = score_qa(subject, items, settings) if items else None
         scores[split] = summary and {
             key: summary[key] for key in ("n", "accuracy", "answered_accuracy", "mean_logprob_sum")
@@ -184,16 +222,24 @@ def _retrain(
             f"something else. Use the built-in target 'tiny-synthetic' or another method"
         )
     gold = load_subject("tiny-synthetic-gold")
-    before, after = accuracies(original, target, settings), accuracies(gold, target, settings)
+    # the split every trained method uses at its default holdout and seed, for comparable numbers
+    defaults = TrainingConfig()
+    trained, held_out = split_retain(len(target.retain), defaults.retain_holdout, defaults.seed)
+    scored_retain = [target.retain[i] for i in held_out]
+    before = accuracies(original, target, settings, retain_items=scored_retain)
+    after = accuracies(gold, target, settings, retain_items=scored_retain)
+    split = _split_record(trained, held_out, defaults.retain_holdout, defaults.seed)
+    split["n_held_out_stated_in_passages"] = 0  # the gold model trained on no retain term
     hyperparameters = {"gold_model": "tiny-synthetic-gold", "excluded": list(world.forget_entities)}
     source = original.identity()
     report = _report("retrain", hyperparameters, TinyConfig().seed, source, gold, target)
     report |= {
         "prompt_style": resolve_style(gold, settings.prompt_style),
+        "retain_split": split,
+        "retain_scored_on": _scored_on(split, len(target.retain)),
         "training": None,
         "before": before,
         "after": after,
-        "retain_scored_on_training_items": False,
     }
     return gold, report
 
@@ -218,6 +264,44 @@ def _report(
             "n_retain": len(target.retain),
         },
     }
+
+
+def _split_record(
+    trained: list[int], held_out: list[int], holdout: float, seed: int
+) -> dict[str, Any]:
+    """Which retain items (indices into ``target.retain``) were trained on and which scored."""
+    return {
+        "holdout": holdout,
+        "seed": seed,
+        "n_trained": len(trained),
+        "n_held_out": len(held_out),
+        "trained": trained,
+        "held_out": held_out,
+    }
+
+
+def _stated_in(items: Sequence[QAItem], passages: Sequence[str]) -> int:
+    """How many items have their subject and answer (case-insensitive) in one of ``passages``:
+    held-out facts that a retain term trained on passages may have seen stated (items without
+    a subject are not counted)."""
+    texts = [p.lower() for p in passages]
+    return sum(
+        1
+        for item in items
+        if item.subject
+        and any(item.subject.lower() in t and item.answer.lower() in t for t in texts)
+    )
+
+
+def _scored_on(split: dict[str, Any], n_retain: int) -> str:
+    """What the reported retain accuracy is measured on, in words."""
+    if not n_retain:
+        return "no retain items"
+    text = f"held-out retain items (n={split['n_held_out']} of {n_retain}, not trained on as QA"
+    stated = split["n_held_out_stated_in_passages"]
+    if stated:
+        text += f"; {stated} of them stated in the unrelated passages the retain term trained on"
+    return text + ")"
 
 
 def _pairs(before: dict[str, Any], after: dict[str, Any]) -> list[Any]:

@@ -4,6 +4,7 @@ and passages (scored on every token after the first), batched with right padding
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -60,12 +61,31 @@ def passage_examples(subject: Subject, passages: Sequence[str]) -> list[Example]
     return [Example(ids, 1) for ids in encoded if len(ids) > 1]
 
 
+def split_retain(n_items: int, holdout: float, seed: int) -> tuple[list[int], list[int]]:
+    """(trained, held out): indices of ``n_items`` retain items, shuffled with ``seed``; the
+    held-out part has round(holdout · n) items, at least one and, when n >= 2, at most n - 1
+    (a single retain item is held out, so nothing is scored on its own training data)."""
+    if n_items == 0:
+        return [], []
+    n_held = min(max(1, round(holdout * n_items)), max(1, n_items - 1))
+    order = random.Random(seed).sample(range(n_items), n_items)
+    return sorted(order[n_held:]), sorted(order[:n_held])
+
+
 def build_examples(
-    subject: Subject, target: Target, style: str, passages: bool
+    subject: Subject,
+    target: Target,
+    style: str,
+    passages: bool,
+    retain_items: Sequence[QAItem] | None = None,
 ) -> tuple[list[Example], list[Example]]:
-    """(forget, retain): forget QA (+ forget passages), retain QA (+ unrelated passages)."""
+    """(forget, retain): forget QA (+ forget passages), retain QA (+ unrelated passages).
+
+    ``retain_items`` replaces the target's retain QA items (the trained part of a retain split).
+    """
     forget = qa_examples(subject, target.forget, style)
-    retain = qa_examples(subject, target.retain, style)
+    retain_qa = target.retain if retain_items is None else retain_items
+    retain = qa_examples(subject, retain_qa, style) if retain_qa else []
     if passages:
         forget += passage_examples(subject, target.forget_passages)
         retain += passage_examples(subject, target.unrelated_passages)

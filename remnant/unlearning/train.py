@@ -226,12 +226,20 @@ def train(
     forget: Sequence[Example],
     retain: Sequence[Example],
     *,
+    forget_accuracy: Callable[[], float] | None = None,
+    accuracy_before: float | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run ``config.steps`` AdamW steps of the method's objective on ``subject`` in place.
+    """Run up to ``config.max_steps(len(forget))`` AdamW steps of the method's objective on
+    ``subject`` in place, ending early by the stop rule.
 
-    Returns what happened: wall and CPU seconds, trained parameter count and layers, and the forget and retain
-    terms of the loss at every step.
+    ``forget_accuracy`` scores the current weights (greedy accuracy on the forget QA items,
+    0..1) and ``accuracy_before`` is its value before training; with both and a
+    ``config.stop_fraction``, the score is checked after every ``config.steps_per_epoch`` steps
+    and after the last, and training stops at the first check at most ``stop_fraction`` ×
+    ``accuracy_before``. Returns what happened: wall and CPU seconds (``check_seconds`` of them
+    spent on checks), the step budget and the steps and epochs taken, the stop rule's checks,
+    trained parameter count and layers, and the forget and retain terms of the loss at every step.
     """
     started, cpu_started = time.perf_counter(), time.process_time()
     torch.manual_seed(config.seed)
@@ -239,7 +247,8 @@ def train(
     objective, uses_retain = make_objective(subject, config, forget, retain, generator)
     if uses_retain and not retain:
         raise UnlearningError(
-            "this method needs retain data, but the target has no retain items or unrelated passages"
+            "this method needs retain data, but no retain items are left to train on (the target "
+            "has no retain items or unrelated passages, or its only retain item is held out)"
         )
     layers = config.trained_layers if isinstance(config, RMUConfig) else config.layers
     pad_id, device = subject.tokenizer.pad_token_id, subject.device
@@ -247,13 +256,29 @@ def train(
     retain_batches = (
         batches(retain, config.batch_size, pad_id, device, generator) if uses_retain else None
     )
+    max_steps, per_epoch = config.max_steps(len(forget)), config.steps_per_epoch(len(forget))
+    rule, threshold = None, 0.0
+    if config.stop_fraction is not None and forget_accuracy is not None:
+        if accuracy_before is None:
+            raise ValueError("the stop rule needs the forget accuracy before training")
+        threshold = config.stop_fraction * accuracy_before
+        rule = {
+            "stop_fraction": config.stop_fraction,
+            "forget_accuracy_before": accuracy_before,
+            "threshold": round(threshold, 6),
+            "check_every_steps": per_epoch,
+            "checks": [],
+            "fired": False,
+            "fired_at_step": None,
+        }
+    check_seconds = 0.0
     forget_curve: list[float] = []
     retain_curve: list[float | None] = []
     with trainable(subject, config, layers) as params:
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
         n_trained = sum(p.numel() for p in params)
-        bar = _progress_bar(config.steps, progress)
-        for step in range(config.steps):
+        bar = _progress_bar(max_steps, progress)
+        for step in range(1, max_steps + 1):
             retain_batch = next(retain_batches) if retain_batches is not None else None
             loss, forget_term, retain_term = objective(next(forget_batches), retain_batch)
             optimizer.zero_grad(set_to_none=True)
@@ -265,14 +290,27 @@ def train(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(forget=f"{forget_term:.3f}", retain=_fmt(retain_term))
+            if rule is not None and (step % per_epoch == 0 or step == max_steps):
+                check_started = time.perf_counter()
+                accuracy = forget_accuracy()  # type: ignore[misc]
+                check_seconds += time.perf_counter() - check_started
+                rule["checks"].append({"step": step, "forget_accuracy": accuracy})
+                log.info("step %d: forget accuracy %.3f", step, accuracy)
+                if accuracy <= threshold + 1e-9:  # an accuracy equal to the threshold stops
+                    rule |= {"fired": True, "fired_at_step": step}
+                    break
         if bar is not None:
             bar.close()
     subject.weights_changed()
+    steps = len(forget_curve)
     return {
         "seconds": round(time.perf_counter() - started, 2),
         "cpu_seconds": round(time.process_time() - cpu_started, 2),
-        "steps": config.steps,
-        "epochs": round(config.steps * config.batch_size / len(forget), 2),
+        "check_seconds": round(check_seconds, 2),
+        "max_steps": max_steps,
+        "steps": steps,
+        "epochs": round(steps * config.batch_size / len(forget), 2),
+        "stop_rule": rule,
         "trained_parameters": n_trained,
         "trained_layers": list(layers) if layers is not None else "all",
         "n_forget_examples": len(forget),
