@@ -8,8 +8,9 @@ the steps taken (of the maximum) and the margin to each bound of
 forget margin = before/2 − after (must be ≥ 0), retain margin = after − (before − 0.15)
 (must be ≥ 0). When the stop rule fires (column ``stop``: ``rule``; ``budget`` if it ran the
 whole maximum) the forget margin is ≥ 0 by construction, so the margins that matter are the
-retain margin and the budget left (steps taken of the maximum). One torch thread. Usage: ``python bench/unlearning_margins.py [seeds] [methods]``
-with comma-separated lists, e.g. ``0,1,2 ga,graddiff``.
+retain margin and the budget left (steps taken of the maximum). One torch thread.
+Usage: ``python bench/unlearning_margins.py [seeds] [methods]`` with comma-separated lists,
+e.g. ``0,1,2 ga,graddiff``.
 """
 
 from __future__ import annotations

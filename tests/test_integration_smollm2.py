@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from remnant.models import load_subject
+from remnant.models.cache import file_sha256
 from remnant.models.embedded import SMOLLM2_NAME, SMOLLM2_SHA256, smollm2_dir, smollm2_gguf
-from remnant.models.gguf import file_sha256
 from remnant.scoring import ScoringSettings, score_qa
 from remnant.targets import load_builtin_target
 

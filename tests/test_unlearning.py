@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from remnant.cli import app
 from remnant.errors import OutputExistsError
 from remnant.models import Subject, load_subject
+from remnant.scoring import ScoringSettings, score_qa
 from remnant.targets import Target
 from remnant.unlearning import (
     REPORT_FILE,
@@ -57,6 +58,10 @@ def test_method_forgets_and_keeps_retain(method: str, tiny: Subject, tiny_target
         rule = report["training"]["stop_rule"]
         assert rule["fired"] and report["training"]["steps"] < report["training"]["max_steps"]
         assert rule["checks"][-1]["forget_accuracy"] == after["forget"]["accuracy"], "same scorer"
+        # "forget after" reuses that last check: it must be what the returned model scores
+        rescored = score_qa(unlearned, tiny_target.forget, ScoringSettings())
+        assert rescored["accuracy"] == after["forget"]["accuracy"]
+        assert rescored["mean_logprob_sum"] == after["forget"]["mean_logprob_sum"]
     assert report["source_model"]["content_hash"] == source_hash
     assert unlearned.content_hash == report["unlearned_content_hash"] != source_hash
     tiny.weights_changed()  # recompute, do not trust the cache
@@ -119,9 +124,9 @@ def test_retain_items_scored_are_held_out_of_training(
         trained_on.append([i.question for i in retain_items])
         return build_examples(subject, target, style, passages, retain_items)
 
-    def spy_accuracies(subject, target, settings, *, retain_items=None):
+    def spy_accuracies(subject, target, settings, *, retain_items=None, **kwargs):
         scored_on.append([i.question for i in retain_items])
-        return accuracies(subject, target, settings, retain_items=retain_items)
+        return accuracies(subject, target, settings, retain_items=retain_items, **kwargs)
 
     monkeypatch.setattr(unlearning_api, "build_examples", spy_build)
     monkeypatch.setattr(unlearning_api, "accuracies", spy_accuracies)

@@ -34,12 +34,19 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def source_digest(*modules: ModuleType) -> str:
-    """sha256 (16 hex digits) of the source files of ``modules``: the code that made a cache."""
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    for module in modules:
-        digest.update(Path(module.__file__ or "").read_bytes())
-    return digest.hexdigest()[:16]
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_digest(*modules: ModuleType) -> str:
+    """sha256 (16 hex digits) over the source files of ``modules``: the code that made a cache."""
+    files = "".join(file_sha256(Path(module.__file__ or "")) for module in modules)
+    return hashlib.sha256(files.encode()).hexdigest()[:16]
 
 
 @contextlib.contextmanager

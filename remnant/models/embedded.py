@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from remnant.errors import ModelNotFoundError
-from remnant.models.cache import models_dir, remnant_home
-from remnant.models.gguf import conversion_dir, convert_gguf, file_sha256
+from remnant.models.cache import file_sha256, models_dir, remnant_home
+from remnant.models.gguf import conversion_dir, convert_gguf
 from remnant.models.tiny import TinyConfig, tiny_model_dir, tiny_model_path
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,6 @@ the conversion code and the library versions (recorded in ``remnant-source.json`
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import torch
 
 from remnant.errors import ModelLoadError
-from remnant.models.cache import cache_key, models_dir, source_digest
+from remnant.models.cache import cache_key, file_sha256, models_dir, source_digest
 from remnant.models.checkpoint import save_checkpoint
 from remnant.models.toolchain import installed_versions
 
@@ -21,17 +20,9 @@ SOURCE_FILE = "remnant-source.json"
 _LIBRARIES = ("torch", "transformers", "gguf", "safetensors")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def conversion_provenance(sha256: str) -> dict[str, object]:
     """What shapes a converted folder: the GGUF's sha256, the conversion code, the versions."""
-    modules = [sys.modules[f.__module__] for f in (file_sha256, save_checkpoint)]
+    modules = [sys.modules[__name__], sys.modules[save_checkpoint.__module__]]
     return {
         "gguf_sha256": sha256,
         "code": source_digest(*modules),

@@ -81,9 +81,12 @@ def unlearn(
     scored_retain = [target.retain[i] for i in held_out]
     before = accuracies(subject, target, settings, retain_items=scored_retain)
 
+    last_check: dict[str, Any] = {}
+
     def forget_accuracy() -> float:
         """The stop rule's check: greedy accuracy on all forget QA items, as reported."""
-        return score_qa(subject, target.forget, settings)["accuracy"]
+        last_check["forget"] = score_qa(subject, target.forget, settings)
+        return last_check["forget"]["accuracy"]
 
     training = train(
         subject,
@@ -94,7 +97,11 @@ def unlearn(
         accuracy_before=before["forget"] and before["forget"]["accuracy"],
         progress=progress,
     )
-    after = accuracies(subject, target, settings, retain_items=scored_retain)
+    # the stop rule's last check scored the final weights, unless LoRA adapters were merged since
+    final_check = None if config.lora_rank else last_check.get("forget")
+    after = accuracies(
+        subject, target, settings, retain_items=scored_retain, forget_scores=final_check
+    )
     passages = (
         target.unrelated_passages if config.passages and training["n_retain_examples"] else []
     )
@@ -172,17 +179,21 @@ def accuracies(
     settings: ScoringSettings = ScoringSettings(),
     *,
     retain_items: Sequence[QAItem] | None = None,
+    forget_scores: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Greedy accuracy, accuracy over answered items and mean answer log-probability (nats) on
     the forget and retain QA items (None for an empty split), plus the seconds it took.
 
-    ``retain_items`` replaces the target's retain items (the held-out part of a retain split).
+    ``retain_items`` replaces the target's retain items (the held-out part of a retain split);
+    ``forget_scores`` is a `score_qa` summary of the forget items already taken on these very
+    weights with ``settings`` (the stop rule's last check), used instead of scoring them again.
     """
     started = time.perf_counter()
     scores: dict[str, Any] = {}
     retain = target.retain if retain_items is None else retain_items
     for split, items in (("forget", target.forget), ("retain", retain)):
-        summary = score_qa(subject, items, settings) if items else None
+        done = forget_scores if split == "forget" else None
+        summary = done or (score_qa(subject, items, settings) if items else None)
         scores[split] = summary and {
             key: summary[key] for key in ("n", "accuracy", "answered_accuracy", "mean_logprob_sum")
         }
