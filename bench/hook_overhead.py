@@ -10,7 +10,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from remnant.models import load_subject
+from remnant.models import load_model
 from remnant.models.embedded import smollm2_dir
 
 
@@ -26,24 +26,22 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def main(batch: int = 16, length: int = 32, repeats: int = 5) -> None:
     torch.manual_seed(0)
-    subject = load_subject("smollm2-135m-instruct")
+    model = load_model("smollm2-135m-instruct")
     plain = AutoModelForCausalLM.from_pretrained(
         smollm2_dir(), dtype=torch.float32, attn_implementation="eager"
     ).eval()
     tokens = torch.randint(100, 40000, (batch, length))
-    names = [f"blocks.{i}.hook_out" for i in range(subject.n_layers)]
+    names = [f"blocks.{i}.hook_out" for i in range(model.n_layers)]
 
     def hooked():
         with torch.no_grad():
-            _, cache = subject.bridge.run_with_cache(
-                tokens, names_filter=lambda name: name in names
-            )
+            _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name in names)
         assert len(cache) == len(names)
 
     def baseline():
         with torch.no_grad():
             out = plain(tokens, output_hidden_states=True)
-        assert len(out.hidden_states) == subject.n_layers + 1
+        assert len(out.hidden_states) == model.n_layers + 1
 
     # interleave to share the machine's state fairly
     hooked_s, plain_s = [], []

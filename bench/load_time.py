@@ -1,7 +1,7 @@
 """Cold versus cached load time of the embedded SmolLM2-135M-Instruct.
 
 Cold = dequantise the GGUF with transformers and write the safetensors cache (the network
-download is excluded: the verified GGUF file is reused), then load. Cached = load_subject from
+download is excluded: the verified GGUF file is reused), then load. Cached = load_model from
 the cache. Both run here, in one process, side by side; prints seconds and their ratio.
 """
 
@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from remnant.models import load_subject
+from remnant.models import load_model
 from remnant.models.embedded import smollm2_dir, smollm2_gguf
 
 
@@ -28,13 +28,13 @@ def main(repeats: int = 3) -> None:
             shutil.copy(gguf, Path(home) / "downloads" / gguf.name)
             os.environ["REMNANT_HOME"] = home
             start = time.perf_counter()
-            load_subject("smollm2-135m-instruct")
+            load_model("smollm2-135m-instruct")
             cold.append(time.perf_counter() - start)
         os.environ.pop("REMNANT_HOME")
     cached = []
     for _ in range(repeats):
         start = time.perf_counter()
-        load_subject("smollm2-135m-instruct")
+        load_model("smollm2-135m-instruct")
         cached.append(time.perf_counter() - start)
     cold_s, cached_s = statistics.median(cold), statistics.median(cached)
     print(f"cold load (GGUF dequantise + cache write + load), median of {repeats}: {cold_s:.2f} s")

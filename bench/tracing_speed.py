@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from remnant.models import load_subject
-from remnant.probes.activations import encode_with_subject
+from remnant.models import load_model
+from remnant.probes.activations import encode_with_subject_spans
 from remnant.scoring import encode_answers, resolve_style
 from remnant.targets import load_target
 from remnant.tracing import SITES, TraceSettings, trace_fact
@@ -30,20 +30,18 @@ from remnant.tracing.patching import site_hooks
 
 
 def naive_trace(
-    subject, item, noise_std: float, settings: TraceSettings, layer_stride: int
+    model, item, noise_std: float, settings: TraceSettings, layer_stride: int
 ) -> np.ndarray:
     """Scores (site, token, layer) from one forward call per cell; NaN where not run."""
-    style = resolve_style(subject, settings.prompt_style)
-    (prompt,) = encode_with_subject(subject, [item.question], [item.subject], style)
-    answer = encode_answers(subject, [item.answer], style)[0][0]
+    style = resolve_style(model, settings.prompt_style)
+    (prompt,) = encode_with_subject_spans(model, [item.question], [item.subject], style)
+    answer = encode_answers(model, [item.answer], style)[0][0]
     start, end = prompt.subject_span
-    n, n_layers = settings.n_samples, subject.n_layers
-    noise = corruption_noise(
-        item.question, n, end - start, subject.d_model, noise_std, settings.seed
-    )
+    n, n_layers = settings.n_samples, model.n_layers
+    noise = corruption_noise(item.question, n, end - start, model.d_model, noise_std, settings.seed)
     tokens = torch.tensor([prompt.ids])
     with torch.no_grad():
-        _, clean = subject.bridge.run_with_cache(tokens)
+        _, clean = model.bridge.run_with_cache(tokens)
 
     def corrupt(x, hook):
         x = x.clone()
@@ -52,7 +50,7 @@ def naive_trace(
 
     scores = np.full((len(SITES), len(prompt.ids), n_layers), np.nan)
     for k, site in enumerate(SITES):
-        names = site_hooks(subject)[site]
+        names = site_hooks(model)[site]
         for t in range(start, len(prompt.ids)):
             for layer in range(0, n_layers, layer_stride):
                 low = layer if site == "resid" else max(0, layer - settings.window // 2)
@@ -64,8 +62,8 @@ def naive_trace(
                     return x
 
                 hooks = [("embed.hook_out", corrupt)] + [(m, restore) for m in names[low:high]]
-                with torch.no_grad(), subject.bridge.hooks(fwd_hooks=hooks):
-                    logits = subject.hf_model(tokens.expand(n, -1), logits_to_keep=1).logits
+                with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+                    logits = model.hf_model(tokens.expand(n, -1), logits_to_keep=1).logits
                 scores[k, t, layer] = float(torch.softmax(logits[:, -1], -1)[:, answer].mean())
     return scores
 
@@ -75,20 +73,20 @@ def main(
 ) -> None:
     if threads:
         torch.set_num_threads(threads)
-    subject = load_subject("smollm2-135m-instruct")
+    model = load_model("smollm2-135m-instruct")
     target = load_target("demo")
     settings = TraceSettings(n_samples=n_samples)
     noise_std = settings.noise_multiplier * embedding_std(
-        subject, target, resolve_style(subject, "auto")
+        model, target, resolve_style(model, "auto")
     )
     batched_s = naive_s = worst = 0.0
     naive_cells = traced_cells = full_grid = 0
     for item in target.forget[:n_facts]:
         started = time.perf_counter()
-        fact = trace_fact(subject, item, item.subject, noise_std, settings)
+        fact = trace_fact(model, item, item.subject, noise_std, settings)
         batched_s += time.perf_counter() - started
         started = time.perf_counter()
-        naive = naive_trace(subject, item, noise_std, settings, layer_stride)
+        naive = naive_trace(model, item, noise_std, settings, layer_stride)
         naive_s += time.perf_counter() - started
         ran = ~np.isnan(naive)
         batched = np.array([fact["scores"][site] for site in SITES])

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from remnant.models import load_subject
+from remnant.models import load_model
 from remnant.targets.synthetic import SyntheticWorld
 from remnant.unlearning import unlearn
 
@@ -30,7 +30,7 @@ RETAIN_DROP = 0.15  # the test's bound on the held-out retain accuracy drop
 
 def main(seeds: tuple[int, ...] = (0, 1, 2), methods: tuple[str, ...] = METHODS) -> None:
     torch.set_num_threads(1)
-    tiny = load_subject("tiny-synthetic")
+    tiny = load_model("tiny-synthetic")
     target = SyntheticWorld().target()
     print(
         f"{'method':9} {'seed':>4} {'forget':>13} {'margin':>7} {'retain (held out)':>17} "

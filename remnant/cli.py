@@ -126,7 +126,9 @@ def eval_command(
     """Score a model on a target's forget and retain items (and MCQ items)."""
     from remnant.scoring import ScoringSettings, evaluate
 
-    settings = ScoringSettings(prompt_style, batch_size, max_new_tokens, seed=seed)  # type: ignore[arg-type]
+    settings = ScoringSettings(
+        prompt_style=prompt_style, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed
+    )  # type: ignore[arg-type]
     subject = _load_model(model, adapter=adapter, device=device, dtype=dtype)
     loaded = _load_target(target, format, concept, subject, settings)
     _report(evaluate(subject, loaded, settings), json_out)
@@ -145,7 +147,7 @@ def demo(
     cross-model patching and concept vectors. Each finished stage is kept in ``--out``; an
     interrupted demo resumes at the first unfinished one."""
     from remnant.concept_vectors import ValidateResult, ValidateSettings, compare, locate, validate
-    from remnant.models import load_subject
+    from remnant.models import load_model
     from remnant.probes import lens, linear
     from remnant.reports.figures import concept_vectors as cv_figures
     from remnant.reports.figures import probes as probe_figures
@@ -161,7 +163,7 @@ def demo(
     )
     from remnant.unlearning import REPORT_FILE, run_unlearning
 
-    original = load_subject(model)
+    original = load_model(model)
     target = load_builtin_target(target_name)
     console.print(f"model {original.name} ({original.content_hash}), target {target.name!r}")
     _report(_stage(out / "eval", EvalResult, lambda: evaluate(original, target)), None)
@@ -169,7 +171,7 @@ def demo(
     if not (checkpoint / REPORT_FILE).is_file():
         console.rule(f"unlearning with {method}")
         run_unlearning(original.name, target, method, checkpoint, overwrite=True, progress=True)
-    unlearned = load_subject(str(checkpoint))
+    unlearned = load_model(str(checkpoint))
     report = json.loads((checkpoint / REPORT_FILE).read_text())
     console.print(
         f"{method}: forget accuracy {_fmt(report['before']['forget']['accuracy'])} -> "
@@ -373,7 +375,9 @@ def probe(
     )
     original = _load_model(base, device=device, dtype=dtype)
     changed = _load_model(unlearned, device=device, dtype=dtype)
-    loaded = _load_target(target, format, None, original, ScoringSettings(prompt_style))  # type: ignore[arg-type]
+    loaded = _load_target(
+        target, format, None, original, ScoringSettings(prompt_style=prompt_style)
+    )  # type: ignore[arg-type]
     probes = linear.analyze(original, changed, loaded, settings)
     _write(out, "probes", probes, probe_accuracy(probes))
     _show_probes(probes)
@@ -446,7 +450,7 @@ def trace(
         context=context,  # type: ignore[arg-type]
     )  # fmt: skip
     subject = _load_model(model, device=device, dtype=dtype)
-    loaded = _load_target(target, format, None, subject, ScoringSettings(prompt_style))  # type: ignore[arg-type]
+    loaded = _load_target(target, format, None, subject, ScoringSettings(prompt_style=prompt_style))  # type: ignore[arg-type]
     result = causal_trace(subject, loaded, settings, progress=True)
     _write(out, "trace", result, trace_average(result))
     for k in range(min(figures, len(result.facts))):
@@ -501,7 +505,9 @@ def diff(
     )  # fmt: skip
     original = _load_model(base, device=device, dtype=dtype)
     changed = _load_model(unlearned, device=device, dtype=dtype)
-    loaded = _load_target(target, format, None, original, ScoringSettings(prompt_style))  # type: ignore[arg-type]
+    loaded = _load_target(
+        target, format, None, original, ScoringSettings(prompt_style=prompt_style)
+    )  # type: ignore[arg-type]
     result = model_diff(original, changed, loaded, settings, storing_layers=storing, progress=True)
     _write(out, "diff", result, diff_curves(result, normalised=True))
     _save_figure(out / "diff_prob.png", diff_curves(result, normalised=False))
@@ -553,7 +559,7 @@ def concepts(
     )
     from remnant.scoring import ScoringSettings
 
-    scoring = ScoringSettings(prompt_style, batch_size=64, max_new_tokens=16)  # type: ignore[arg-type]
+    scoring = ScoringSettings(prompt_style=prompt_style, batch_size=64, max_new_tokens=16)  # type: ignore[arg-type]
     settings = ValidateSettings(
         n_candidates=candidates, mode=mode, sigma=sigma, n_random=random, seed=seed,  # type: ignore[arg-type]
         scoring=scoring,
@@ -644,7 +650,9 @@ def ablate(
         raise RemnantError("give --layer and --index in pairs, one of each per vector")
     if out.exists() and not overwrite:
         raise RemnantError(f"{out} exists; choose another output folder or pass --overwrite")
-    settings = ScoringSettings(prompt_style, batch_size, max_new_tokens, seed=seed)  # type: ignore[arg-type]
+    settings = ScoringSettings(
+        prompt_style=prompt_style, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed
+    )  # type: ignore[arg-type]
     subject = _load_model(model, adapter=adapter, device=device, dtype=dtype)
     loaded = _load_target(target, format, None, subject, settings)
     result = ablate_subject(
@@ -684,11 +692,11 @@ def _load_model(
 ):
     import torch
 
-    from remnant.models import load_subject
+    from remnant.models import load_model
 
     if dtype is not None and dtype not in DTYPES:
         raise RemnantError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    return load_subject(
+    return load_model(
         spec, adapter=adapter, device=device, dtype=getattr(torch, dtype) if dtype else None
     )
 

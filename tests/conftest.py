@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from remnant.models import Subject, load_subject
+from remnant.models import Model, load_model
 from remnant.targets import Target
 from remnant.targets.synthetic import SyntheticWorld
 
@@ -20,10 +20,10 @@ def tiny_target(world: SyntheticWorld) -> Target:
 
 
 @pytest.fixture(scope="session")
-def tiny() -> Subject:
-    return load_subject("tiny-synthetic")
+def tiny() -> Model:
+    return load_model("tiny-synthetic")
 
 
 @pytest.fixture(scope="session")
-def tiny_gold() -> Subject:
-    return load_subject("tiny-synthetic-gold")
+def tiny_gold() -> Model:
+    return load_model("tiny-synthetic-gold")

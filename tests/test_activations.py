@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from remnant.errors import RemnantError
-from remnant.probes.activations import encode_with_subject, extract, extract_questions, hook_names
+from remnant.probes.activations import (
+    encode_with_subject_spans,
+    extract,
+    extract_questions,
+    hook_names,
+)
 
 
 def test_subject_span_covers_exactly_the_subject_tokens(tiny, tiny_target):
     item = tiny_target.forget[0]
-    (prompt,) = encode_with_subject(tiny, [item.question], [item.subject], "plain")
+    (prompt,) = encode_with_subject_spans(tiny, [item.question], [item.subject], "plain")
     start, end = prompt.subject_span
     assert tiny.tokenizer.decode(prompt.ids[start:end]).strip() == item.subject
 
@@ -28,7 +33,9 @@ def test_batched_extraction_matches_single_forward(tiny, tiny_target, position):
         batch_size=3,
     )
     assert acts.shape == (len(items), tiny.n_layers + 1, tiny.d_model)
-    prompts = encode_with_subject(tiny, [i.question for i in items], [i.subject for i in items])
+    prompts = encode_with_subject_spans(
+        tiny, [i.question for i in items], [i.subject for i in items]
+    )
     for k, prompt in enumerate(prompts):
         with torch.no_grad():
             hidden = tiny.hf_model(
@@ -49,7 +56,7 @@ def test_sites_and_errors(tiny, tiny_target):
     assert hook_names(tiny, "mlp", [0, 2]) == ["blocks.0.mlp.hook_out", "blocks.2.mlp.hook_out"]
     with pytest.raises(RemnantError, match="unknown activation site"):
         hook_names(tiny, "heads")
-    (prompt,) = encode_with_subject(tiny, ["What is two plus two?"], [None])
+    (prompt,) = encode_with_subject_spans(tiny, ["What is two plus two?"], [None])
     with pytest.raises(RemnantError, match="subject span"):
         extract(tiny, [prompt], ["blocks.0.hook_out"], position="subject_last")
     mlp = extract(tiny, [prompt], hook_names(tiny, "mlp") + hook_names(tiny, "attn"))

@@ -30,7 +30,7 @@ from remnant.concept_vectors import (
 from remnant.concept_vectors.locate import TokenLookup, layer_scores
 from remnant.concept_vectors.vectors import down_proj_name
 from remnant.errors import IncompatibleModelsError, OutputExistsError
-from remnant.models import load_subject
+from remnant.models import load_model
 from remnant.models.checkpoint import save_checkpoint
 from remnant.reports.figures.concept_vectors import comparison, located_by_layer, validation_drops
 from remnant.scoring import ScoringSettings
@@ -66,11 +66,11 @@ def validation_settings() -> ValidateSettings:
     return ValidateSettings(n_candidates=2, greedy=False, n_random_sets=1, scoring=FAST)
 
 
-def _reference_score(subject, sets, layer, index, top_k, min_words):
+def _reference_score(model, sets, layer, index, top_k, min_words):
     """Per-neuron concept score with plain loops: the definition, written out once more."""
-    v = subject.parameters[down_proj_name(layer)].detach()[:, index].float()
-    g = subject.parameters["model.norm.weight"].detach().float()
-    logits = subject.parameters["lm_head.weight"].detach().float() @ (g * v)
+    v = model.parameters[down_proj_name(layer)].detach()[:, index].float()
+    g = model.parameters["model.norm.weight"].detach().float()
+    logits = model.parameters["lm_head.weight"].detach().float() @ (g * v)
     ratio = len(sets.concept) / len(sets.background)
     options = []
     for sign in (1, -1):
@@ -118,7 +118,7 @@ def test_hooks_equal_weight_edits_and_leave_weights_alone(tiny, mode):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     with torch.no_grad(), tiny.bridge.hooks(fwd_hooks=intervention_hooks(tiny, vectors, mode)):
         hooked = tiny.hf_model(ids).logits
-    copy = load_subject("tiny-synthetic")
+    copy = load_model("tiny-synthetic")
     edit_weights(copy, vectors, mode)
     with torch.no_grad():
         edited, plain = copy.hf_model(ids).logits, tiny.hf_model(ids).logits
@@ -128,11 +128,11 @@ def test_hooks_equal_weight_edits_and_leave_weights_alone(tiny, mode):
 
 
 def test_project_mode_removes_the_direction():
-    subject = load_subject("tiny-synthetic")
-    weight = subject.parameters[down_proj_name(2)]  # (d_model, d_mlp): column i = value vector i
+    model = load_model("tiny-synthetic")
+    weight = model.parameters[down_proj_name(2)]  # (d_model, d_mlp): column i = value vector i
     original = weight.detach().clone()
     u = original[:, 11] / original[:, 11].norm()
-    edit_weights(subject, [(2, 11)], "project")
+    edit_weights(model, [(2, 11)], "project")
     assert (u @ weight.detach()).abs().max() < 1e-5  # no column keeps a component along u
     expected = original - torch.outer(u, u @ original)
     torch.testing.assert_close(weight.detach(), expected, atol=1e-6, rtol=0)
@@ -202,16 +202,16 @@ def test_compare_refuses_a_different_architecture(tiny, target, tmp_path):
     other = LlamaForCausalLM(config)
     save_checkpoint(other.state_dict(), config, tiny.tokenizer, tmp_path / "other")
     with pytest.raises(IncompatibleModelsError, match="d_mlp 512 vs 256"):
-        compare(tiny, load_subject(str(tmp_path / "other")), target, [(0, 1)])
+        compare(tiny, load_model(str(tmp_path / "other")), target, [(0, 1)])
 
 
 def test_ablated_checkpoint_reloads_and_differs_only_in_ablated_columns(tiny, target, tmp_path):
     out = tmp_path / "ablated"
     vectors = [(1, 5), (2, 7), (2, 300)]
     result = ablate("tiny-synthetic", target, out, vectors=vectors, settings=FAST)
-    reloaded = load_subject(str(out))
+    reloaded = load_model(str(out))
     assert reloaded.content_hash == result.output_content_hash != result.source["content_hash"]
-    assert load_subject("tiny-synthetic").content_hash == result.source["content_hash"]
+    assert load_model("tiny-synthetic").content_hash == result.source["content_hash"]
     original, ablated = tiny.state_dict(), reloaded.state_dict()
     assert original.keys() == ablated.keys()
     for name, tensor in original.items():

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from remnant.models import load_subject
+from remnant.models import load_model
 from remnant.models.cache import file_sha256
 from remnant.models.embedded import SMOLLM2_NAME, SMOLLM2_SHA256, smollm2_dir, smollm2_gguf
 from remnant.scoring import ScoringSettings, score_qa
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def smol():
-    return load_subject(SMOLLM2_NAME)
+    return load_model(SMOLLM2_NAME)
 
 
 def test_loads_through_the_cache(smol):
@@ -27,7 +27,7 @@ def test_loads_through_the_cache(smol):
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     assert file_sha256(smollm2_gguf()) == SMOLLM2_SHA256
     assert (smol.n_layers, smol.d_model, smol.d_mlp) == (30, 576, 1536)
-    assert load_subject(str(folder)).content_hash == smol.content_hash
+    assert load_model(str(folder)).content_hash == smol.content_hash
 
 
 def test_bridge_logits_equal_the_plain_hf_model(smol):

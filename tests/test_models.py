@@ -15,7 +15,7 @@ from remnant.errors import (
     ModelNotFoundError,
     OutputExistsError,
 )
-from remnant.models import load_subject
+from remnant.models import load_model
 from remnant.models.compat import check_compatible
 from remnant.models.loading import resolve_spec
 from remnant.models.tiny import TinyConfig, train_tiny_model
@@ -48,7 +48,7 @@ def test_saved_checkpoint_reloads_with_identical_logits(tiny, tmp_path):
     out = tiny.save(tmp_path / "copy")
     with pytest.raises(OutputExistsError, match="--overwrite"):
         tiny.save(out)
-    again = load_subject(str(out))
+    again = load_model(str(out))
     ids = torch.tensor([tiny.tokenizer("Question: Where was X born?\nAnswer:").input_ids])
     with torch.no_grad():
         assert torch.equal(again.hf_model(ids).logits, tiny.hf_model(ids).logits)
@@ -62,8 +62,8 @@ def test_pickle_weights_are_refused_unless_allowed(tiny, tmp_path):
     tiny.tokenizer.save_pretrained(out)
     torch.save(tiny.state_dict(), out / "pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="pickle"):
-        load_subject(str(out))
-    assert load_subject(str(out), allow_pickle=True).content_hash == tiny.content_hash
+        load_model(str(out))
+    assert load_model(str(out), allow_pickle=True).content_hash == tiny.content_hash
 
 
 def test_lora_adapter_is_merged_on_top(tiny, tmp_path):
@@ -78,19 +78,19 @@ def test_lora_adapter_is_merged_on_top(tiny, tmp_path):
     ids = torch.tensor([tiny.tokenizer("Question: Where was X born?\nAnswer:").input_ids])
     with torch.no_grad():
         expected = peft_model(ids).logits
-    merged = load_subject("tiny-synthetic", adapter=tmp_path / "adapter")
+    merged = load_model("tiny-synthetic", adapter=tmp_path / "adapter")
     with torch.no_grad():
         got = merged.hf_model(ids).logits
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     assert merged.content_hash != tiny.content_hash and "adapter" in merged.source
     with pytest.raises(ModelNotFoundError, match="adapter"):
-        load_subject("tiny-synthetic", adapter=tmp_path)
+        load_model("tiny-synthetic", adapter=tmp_path)
 
 
-def tiny_dir(subject):
+def tiny_dir(model):
     from remnant.models import embedded_dir
 
-    return embedded_dir(subject.name)
+    return embedded_dir(model.name)
 
 
 def test_tiny_model_learns_its_facts(tiny, tiny_target):
@@ -106,14 +106,14 @@ def test_tiny_training_is_deterministic_for_a_seed(tmp_path):
     train_tiny_model(config, tmp_path / "a")
     train_tiny_model(config, tmp_path / "b")
     train_tiny_model(dataclasses.replace(config, seed=1), tmp_path / "c")
-    weights = {k: load_subject(str(tmp_path / k)).content_hash for k in "abc"}
+    weights = {k: load_model(str(tmp_path / k)).content_hash for k in "abc"}
     assert weights["a"] == weights["b"] != weights["c"]
     assert config.key() != dataclasses.replace(config, seed=1).key()
 
 
 def test_content_hash_follows_in_place_edits(tmp_path, tiny):
     tiny.save(tmp_path / "copy")
-    copy = load_subject(str(tmp_path / "copy"))
+    copy = load_model(str(tmp_path / "copy"))
     before = copy.content_hash
     assert before == tiny.content_hash
     with torch.no_grad():

@@ -27,7 +27,7 @@ FAST = dict(folds=4, inner_folds=2, Cs=(0.01, 0.1, 1.0), n_bootstrap=500)
 @pytest.fixture(scope="module")
 def npo_last_block(tiny, tiny_target):
     """NPO on the last block only; its greedy forget answers are gone (4 new tokens)."""
-    subject, report = unlearn(
+    model, report = unlearn(
         tiny,
         tiny_target,
         "npo",
@@ -45,7 +45,7 @@ def npo_last_block(tiny, tiny_target):
     )
     assert report["after"]["forget"]["accuracy"] <= 0.05
     assert report["after"]["retain"]["accuracy"] >= 0.5
-    return subject
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from transformer_lens.model_bridge.generalized_components.attention import Atten
 from transformers import DynamicCache
 
 from remnant.errors import ToolchainError
-from remnant.models import embedded_dir, load_subject
+from remnant.models import embedded_dir, load_model
 from remnant.models import gguf as gguf_module
 from remnant.models import tiny as tiny_module
 from remnant.models.embedded import SMOLLM2_NAME, SMOLLM2_SHA256
@@ -35,7 +35,7 @@ def test_a_broken_kv_cache_path_stops_loading(monkeypatch):
     """What transformers 5.24 did to TransformerLens 4.3: the cache update is skipped."""
     monkeypatch.setattr(AttentionBridge, "_update_kv_cache", lambda self, k, v, **kwargs: (k, v))
     with pytest.raises(ToolchainError) as caught:
-        load_subject("tiny-synthetic")
+        load_model("tiny-synthetic")
     message = str(caught.value)
     assert "cached incremental decoding differs from a full forward" in message
     assert "TransformerBridge's logits" not in message  # full forwards stay exact
@@ -54,7 +54,7 @@ def test_a_bridge_that_changes_the_model_stops_loading(monkeypatch):
 
     monkeypatch.setattr(TransformerBridge, "boot_transformers", boot_and_perturb)
     with pytest.raises(ToolchainError, match="TransformerBridge's logits differ"):
-        load_subject("tiny-synthetic")
+        load_model("tiny-synthetic")
 
 
 def test_adapter_passes_a_cache_keyword_on_as_past_key_values():

@@ -11,9 +11,9 @@ import torch
 from matplotlib.figure import Figure
 
 from remnant.errors import IncompatibleModelsError
-from remnant.models import load_subject
+from remnant.models import load_model
 from remnant.models.compat import check_compatible
-from remnant.probes.activations import encode_with_subject
+from remnant.probes.activations import encode_with_subject_spans
 from remnant.reports.figures.tracing import diff_curves, trace_average, trace_heatmaps
 from remnant.scoring import encode_answers
 from remnant.tracing import (
@@ -43,7 +43,7 @@ PERTURBED_LAYER = 1
 @pytest.fixture(scope="module")
 def fact(tiny, tiny_target):
     item = tiny_target.forget[0]
-    (prompt,) = encode_with_subject(tiny, [item.question], [item.subject], "plain")
+    (prompt,) = encode_with_subject_spans(tiny, [item.question], [item.subject], "plain")
     answer_id = encode_answers(tiny, [item.answer], "plain")[0][0]
     return item, prompt, answer_id
 
@@ -51,7 +51,7 @@ def fact(tiny, tiny_target):
 @pytest.fixture(scope="module")
 def perturbed():
     """The tiny model with noise added to one MLP's down projection."""
-    copy = load_subject("tiny-synthetic", name="tiny-perturbed")
+    copy = load_model("tiny-synthetic", name="tiny-perturbed")
     weight = copy.parameters[f"model.layers.{PERTURBED_LAYER}.mlp.down_proj.weight"]
     with torch.no_grad():
         weight.add_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * 0.1)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from remnant.cli import app
 from remnant.errors import OutputExistsError
-from remnant.models import Subject, load_subject
+from remnant.models import Model, load_model
 from remnant.scoring import ScoringSettings, score_qa
 from remnant.targets import Target
 from remnant.unlearning import (
@@ -43,7 +43,7 @@ def one_thread():
 
 
 @pytest.mark.parametrize("method", ["ga", "graddiff", "npo", "rmu", "retrain"])
-def test_method_forgets_and_keeps_retain(method: str, tiny: Subject, tiny_target: Target) -> None:
+def test_method_forgets_and_keeps_retain(method: str, tiny: Model, tiny_target: Target) -> None:
     source_hash = tiny.content_hash
     unlearned, report = unlearn(tiny, tiny_target, method)
     before, after = report["before"], report["after"]
@@ -65,11 +65,11 @@ def test_method_forgets_and_keeps_retain(method: str, tiny: Subject, tiny_target
     assert report["source_model"]["content_hash"] == source_hash
     assert unlearned.content_hash == report["unlearned_content_hash"] != source_hash
     tiny.weights_changed()  # recompute, do not trust the cache
-    assert tiny.content_hash == source_hash, "the caller's Subject must not change"
+    assert tiny.content_hash == source_hash, "the caller's Model must not change"
 
 
 def test_stop_rule_ends_a_large_budget_once_forget_accuracy_halves(
-    tiny: Subject, tiny_target: Target
+    tiny: Model, tiny_target: Target
 ) -> None:
     _, report = unlearn(tiny, tiny_target, "rmu", epochs=200.0)
     training, rule = report["training"], report["training"]["stop_rule"]
@@ -86,7 +86,7 @@ def test_stop_rule_ends_a_large_budget_once_forget_accuracy_halves(
     assert training["epochs"] == round(training["steps"] * batch / n, 2)
 
 
-def test_without_stop_rule_the_whole_budget_runs(tiny: Subject, tiny_target: Target) -> None:
+def test_without_stop_rule_the_whole_budget_runs(tiny: Model, tiny_target: Target) -> None:
     # 30 forget examples (24 QA items, 6 passages): ceil(1.5 · 30 / 7) = 7 steps
     _, report = unlearn(tiny, tiny_target, "graddiff", epochs=1.5, batch_size=7, stop_fraction=None)
     training = report["training"]
@@ -112,7 +112,7 @@ def test_step_budget_from_epochs() -> None:
 
 
 def test_retain_items_scored_are_held_out_of_training(
-    tiny: Subject, tiny_target: Target, monkeypatch
+    tiny: Model, tiny_target: Target, monkeypatch
 ) -> None:
     """What the retain term trains on and what "retain before/after" scores, as actually passed
     to the example builder and the scorer, are disjoint and together all retain items."""
@@ -120,13 +120,13 @@ def test_retain_items_scored_are_held_out_of_training(
     scored_on: list[list[str]] = []
     accuracies = unlearning_api.accuracies
 
-    def spy_build(subject, target, style, passages, retain_items=None):
+    def spy_build(model, target, style, passages, retain_items=None):
         trained_on.append([i.question for i in retain_items])
-        return build_examples(subject, target, style, passages, retain_items)
+        return build_examples(model, target, style, passages, retain_items)
 
-    def spy_accuracies(subject, target, settings, *, retain_items=None, **kwargs):
+    def spy_accuracies(model, target, settings, *, retain_items=None, **kwargs):
         scored_on.append([i.question for i in retain_items])
-        return accuracies(subject, target, settings, retain_items=retain_items, **kwargs)
+        return accuracies(model, target, settings, retain_items=retain_items, **kwargs)
 
     monkeypatch.setattr(unlearning_api, "build_examples", spy_build)
     monkeypatch.setattr(unlearning_api, "accuracies", spy_accuracies)
@@ -176,7 +176,7 @@ def test_checkpoint_reloads_with_identical_logits(tmp_path, tiny_target: Target)
     report = run_unlearning("tiny-synthetic", tiny_target, "npo", out, **settings)
     again, rerun = unlearn("tiny-synthetic", tiny_target, "npo", **settings)
     assert rerun["training"]["forget_term"] == report["training"]["forget_term"], "same seed"
-    reloaded = load_subject(str(out))
+    reloaded = load_model(str(out))
     ids = torch.tensor([[1, 50, 60, 70, 80]])
     with torch.no_grad():
         assert torch.equal(reloaded.hf_model(ids).logits, again.hf_model(ids).logits)
@@ -196,7 +196,7 @@ def test_existing_output_is_refused(tmp_path, tiny_target: Target) -> None:
         run_unlearning("tiny-synthetic", tiny_target, "ga", tmp_path)
 
 
-def test_bad_requests_say_what_to_fix(tiny: Subject, tiny_target: Target) -> None:
+def test_bad_requests_say_what_to_fix(tiny: Model, tiny_target: Target) -> None:
     with pytest.raises(UnlearningError, match="choose one of"):
         unlearn(tiny, tiny_target, "forget-harder")
     with pytest.raises(UnlearningError, match="no hyperparameter beta"):
@@ -212,35 +212,35 @@ def test_bad_requests_say_what_to_fix(tiny: Subject, tiny_target: Target) -> Non
 
 
 @pytest.fixture(scope="module")
-def fresh() -> Subject:
+def fresh() -> Model:
     """A tiny model these tests may perturb."""
-    return load_subject("tiny-synthetic")
+    return load_model("tiny-synthetic")
 
 
 @pytest.fixture(scope="module")
-def examples(fresh: Subject, tiny_target: Target):
+def examples(fresh: Model, tiny_target: Target):
     return build_examples(fresh, tiny_target, "plain", passages=True)
 
 
-def _batch(subject: Subject, examples, index):
-    return collate(examples, index, subject.tokenizer.pad_token_id, subject.device)
+def _batch(model: Model, examples, index):
+    return collate(examples, index, model.tokenizer.pad_token_id, model.device)
 
 
-def _logprob_by_hand(subject: Subject, ids: tuple[int, ...], start: int) -> list[float]:
+def _logprob_by_hand(model: Model, ids: tuple[int, ...], start: int) -> list[float]:
     """log p of each scored token, one unpadded sequence at a time."""
     with torch.no_grad():
-        logits = subject.hf_model(torch.tensor([ids])).logits[0]
+        logits = model.hf_model(torch.tensor([ids])).logits[0]
     logprobs = torch.log_softmax(logits, dim=-1)
     return [logprobs[t - 1, ids[t]].item() for t in range(start, len(ids))]
 
 
-def _nll_by_hand(subject: Subject, rows) -> float:
+def _nll_by_hand(model: Model, rows) -> float:
     """Mean over examples of each example's mean NLL per scored token."""
-    per_example = [_logprob_by_hand(subject, row.ids, row.start) for row in rows]
+    per_example = [_logprob_by_hand(model, row.ids, row.start) for row in rows]
     return sum(-sum(lps) / len(lps) for lps in per_example) / len(per_example)
 
 
-def test_ga_and_graddiff_losses(fresh: Subject, examples) -> None:
+def test_ga_and_graddiff_losses(fresh: Model, examples) -> None:
     forget, retain = examples
     f_index, r_index = [0, 5, len(forget) - 1], [2, len(retain) - 1]
     f, r = _batch(fresh, forget, f_index), _batch(fresh, retain, r_index)
@@ -261,7 +261,7 @@ def test_ga_and_graddiff_losses(fresh: Subject, examples) -> None:
     assert retain_term == pytest.approx(retain_nll, rel=1e-5)
 
 
-def test_npo_loss(fresh: Subject, examples) -> None:
+def test_npo_loss(fresh: Model, examples) -> None:
     forget, retain = examples
     index = [1, 7, len(forget) - 2]
     reference = [sum(_logprob_by_hand(fresh, forget[i].ids, forget[i].start)) for i in index]
@@ -284,7 +284,7 @@ def test_npo_loss(fresh: Subject, examples) -> None:
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-4)
 
 
-def test_rmu_loss(fresh: Subject, examples) -> None:
+def test_rmu_loss(fresh: Model, examples) -> None:
     forget, retain = examples
     config = RMUConfig(layer=2, steering_coeff=5.0, alpha=3.0)
     rmu, _ = make_objective(fresh, config, forget, retain, torch.Generator().manual_seed(0))
@@ -314,17 +314,17 @@ def test_rmu_loss(fresh: Subject, examples) -> None:
     assert loss.item() == pytest.approx(forget_mse.item() + 3.0 * retain_mse.item(), rel=1e-5)
 
 
-def _hidden(subject: Subject, ids: tuple[int, ...], index: int) -> torch.Tensor:
+def _hidden(model: Model, ids: tuple[int, ...], index: int) -> torch.Tensor:
     """Hugging Face ``hidden_states[index]`` (the output of layer index-1), one sequence."""
     with torch.no_grad():
-        return subject.hf_model(torch.tensor([ids]), output_hidden_states=True).hidden_states[
-            index
-        ][0]
+        return model.hf_model(torch.tensor([ids]), output_hidden_states=True).hidden_states[index][
+            0
+        ]
 
 
-def _perturb(subject: Subject) -> None:
+def _perturb(model: Model) -> None:
     """Move the weights away from the reference (seeded noise on every MLP down-projection)."""
     generator = torch.Generator().manual_seed(1)
-    for i in range(subject.n_layers):
-        weight = subject.parameters[f"model.layers.{i}.mlp.down_proj.weight"]
+    for i in range(model.n_layers):
+        weight = model.parameters[f"model.layers.{i}.mlp.down_proj.weight"]
         weight.add_(0.05 * torch.randn(weight.shape, generator=generator))

@@ -17,13 +17,12 @@ from typing import Any
 
 import torch
 
-from remnant.concept_vectors.errors import ConceptVectorError
 from remnant.concept_vectors.interventions import Mode, check_mode, edit_weights
 from remnant.concept_vectors.locate import LocateSettings, locate
 from remnant.concept_vectors.vectors import VectorRef, check_vectors
-from remnant.errors import OutputExistsError
-from remnant.models.loading import load_subject
-from remnant.models.subject import Subject
+from remnant.errors import ConceptVectorError, OutputExistsError
+from remnant.models.loading import load_model
+from remnant.models.model import Model
 from remnant.results import Result
 from remnant.scoring import ScoringSettings, resolve_style, score_qa
 from remnant.targets.model import Target
@@ -42,6 +41,8 @@ class AblateResult(Result):
     (alias match), accuracy over answered items and mean answer log-probability (nats, summed
     over answer tokens); ``source`` / ``output_content_hash``: the input model's identity and
     the written checkpoint's content hash."""
+
+    kind = "ablate"
 
     source: dict[str, Any]
     target: str
@@ -81,7 +82,7 @@ def ablate(
     validated). See `ablate_subject` for the rest.
     """
     _check_request(out_dir, vectors, n_vectors, mode, sigma, overwrite)
-    subject = load_subject(model, adapter=adapter, device=device, dtype=dtype)
+    subject = load_model(model, adapter=adapter, device=device, dtype=dtype)
     return ablate_subject(
         subject,
         target,
@@ -98,7 +99,7 @@ def ablate(
 
 
 def ablate_subject(
-    subject: Subject,
+    subject: Model,
     target: Target,
     out_dir: str | Path,
     *,
@@ -111,7 +112,7 @@ def ablate_subject(
     locate_settings: LocateSettings = LocateSettings(),
     overwrite: bool = False,
 ) -> AblateResult:
-    """Like `ablate`, on a Subject the caller loaded for this purpose: its weights ARE edited in
+    """Like `ablate`, on a Model the caller loaded for this purpose: its weights ARE edited in
     place (the checkpoint it was loaded from is not touched). Scores the forget and retain items
     with ``settings`` before and after, then writes ``out_dir`` (refused if it exists unless
     ``overwrite``) with ``remnant-ablation.json``."""
@@ -188,7 +189,7 @@ def _check_request(
     check_mode(mode, sigma)
 
 
-def _scores(subject: Subject, target: Target, settings: ScoringSettings) -> dict[str, Any]:
+def _scores(subject: Model, target: Target, settings: ScoringSettings) -> dict[str, Any]:
     """Accuracy, answered accuracy and mean answer log-prob (nats) per split with items."""
     out = {}
     for split in ("forget", "retain"):

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from remnant.concept_vectors.errors import ConceptVectorError
 from remnant.concept_vectors.locate import TokenLookup, score_topk
 from remnant.concept_vectors.tokens import token_sets
 from remnant.concept_vectors.vectors import (
@@ -30,8 +29,9 @@ from remnant.concept_vectors.vectors import (
     readout,
     top_tokens,
 )
+from remnant.errors import ConceptVectorError
 from remnant.models.compat import check_compatible
-from remnant.models.subject import Subject
+from remnant.models.model import Model
 from remnant.results import Result
 from remnant.targets.model import Target
 
@@ -73,6 +73,8 @@ class CompareResult(Result):
     concept fraction per model); ``summary`` gives, for both groups and each statistic, the mean,
     min, 5th percentile, median and max."""
 
+    kind = "compare"
+
     original: dict[str, Any]
     unlearned: dict[str, Any]
     target: str
@@ -83,8 +85,8 @@ class CompareResult(Result):
 
 
 def compare(
-    original: Subject,
-    unlearned: Subject,
+    original: Model,
+    unlearned: Model,
     target: Target,
     vectors: Sequence[VectorRef],
     *,
@@ -124,8 +126,8 @@ def compare(
 
 
 def _stats(
-    original: Subject,
-    unlearned: Subject,
+    original: Model,
+    unlearned: Model,
     refs: Sequence[VectorRef],
     signs: Sequence[int],
     lookup: TokenLookup,

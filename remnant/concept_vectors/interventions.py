@@ -20,9 +20,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from remnant.concept_vectors.errors import ConceptVectorError
 from remnant.concept_vectors.vectors import VectorRef, check_vectors, down_proj
-from remnant.models.subject import Subject
+from remnant.errors import ConceptVectorError
+from remnant.models.model import Model
 
 Mode = Literal["zero", "noise", "project"]
 MODES: tuple[str, ...] = ("zero", "noise", "project")
@@ -52,9 +52,9 @@ def gaussian_noise(layer: int, indices: Sequence[int], d_model: int, sigma: floa
     return torch.from_numpy(np.stack(rows).astype(np.float32))
 
 
-def direction_basis(subject: Subject, layer: int, indices: Sequence[int]) -> torch.Tensor:
+def direction_basis(model: Model, layer: int, indices: Sequence[int]) -> torch.Tensor:
     """Orthonormal basis (d_model, m) of the span of the chosen value vectors of ``layer``."""
-    vectors = down_proj(subject, layer).detach()[:, list(indices)].double()
+    vectors = down_proj(model, layer).detach()[:, list(indices)].double()
     if bool((vectors.norm(dim=0) < 1e-12).any()):
         raise ConceptVectorError(
             f"a chosen value vector of layer {layer} is zero, so it has no direction to project out"
@@ -68,26 +68,26 @@ def direction_basis(subject: Subject, layer: int, indices: Sequence[int]) -> tor
 
 
 def intervention_hooks(
-    subject: Subject,
+    model: Model,
     vectors: Sequence[VectorRef],
     mode: Mode = "zero",
     *,
     sigma: float = 0.1,
     seed: int = 0,
 ) -> list[Hook]:
-    """Forward hooks applying ``mode`` to ``vectors``; use with ``subject.bridge.hooks(...)``."""
+    """Forward hooks applying ``mode`` to ``vectors``; use with ``model.bridge.hooks(...)``."""
     check_mode(mode, sigma)
-    check_vectors(subject, vectors)
+    check_vectors(model, vectors)
     hooks: list[Hook] = []
     for layer, indices in by_layer(vectors).items():
         post, out = f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.mlp.hook_out"
         if mode == "zero":
             hooks.append((post, _zero_hook(indices)))
         elif mode == "noise":
-            noise = gaussian_noise(layer, indices, subject.d_model, sigma, seed)
-            hooks += _noise_hooks(post, out, indices, noise.to(subject.device))
+            noise = gaussian_noise(layer, indices, model.d_model, sigma, seed)
+            hooks += _noise_hooks(post, out, indices, noise.to(model.device))
         else:
-            basis = direction_basis(subject, layer, indices).to(subject.device)
+            basis = direction_basis(model, layer, indices).to(model.device)
             hooks.append((out, _project_hook(basis)))
     return hooks
 
@@ -123,27 +123,27 @@ def _project_hook(basis: torch.Tensor) -> Callable:
 
 
 def edit_weights(
-    subject: Subject,
+    model: Model,
     vectors: Sequence[VectorRef],
     mode: Mode = "zero",
     *,
     sigma: float = 0.1,
     seed: int = 0,
 ) -> None:
-    """Apply ``mode`` to ``vectors`` in ``subject``'s own weights, in place (only for a copy you
+    """Apply ``mode`` to ``vectors`` in ``model``'s own weights, in place (only for a copy you
     own: `ablate` loads one). The subject's cached content hash is dropped."""
     check_mode(mode, sigma)
-    check_vectors(subject, vectors)
+    check_vectors(model, vectors)
     with torch.no_grad():
         for layer, indices in by_layer(vectors).items():
-            weight = down_proj(subject, layer)
+            weight = down_proj(model, layer)
             if mode == "zero":
                 weight[:, indices] = 0
             elif mode == "noise":
-                noise = gaussian_noise(layer, indices, subject.d_model, sigma, seed)
+                noise = gaussian_noise(layer, indices, model.d_model, sigma, seed)
                 weight[:, indices] += noise.T.to(weight.dtype).to(weight.device)
             else:
-                basis = direction_basis(subject, layer, indices)
+                basis = direction_basis(model, layer, indices)
                 edited = weight.double() - basis @ (basis.T @ weight.double())
                 weight.copy_(edited.to(weight.dtype))
-    subject.weights_changed()
+    model.weights_changed()

@@ -31,7 +31,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from remnant.concept_vectors.errors import ConceptVectorError
 from remnant.concept_vectors.tokens import TokenSets, token_sets
 from remnant.concept_vectors.vectors import (
     VectorRef,
@@ -40,7 +39,8 @@ from remnant.concept_vectors.vectors import (
     top_tokens,
     value_vectors,
 )
-from remnant.models.subject import Subject
+from remnant.errors import ConceptVectorError
+from remnant.models.model import Model
 from remnant.results import Result
 from remnant.targets.model import Target
 
@@ -101,6 +101,8 @@ class LocateResult(Result):
     and the mean of all scores. ``score_quantiles``: quantiles of every searched vector's score.
     """
 
+    kind = "locate"
+
     model: dict[str, Any]
     target: str
     settings: dict[str, Any]
@@ -160,12 +162,12 @@ def score_topk(
 
 
 def layer_scores(
-    subject: Subject, layer: int, lookup: TokenLookup, settings: LocateSettings = LocateSettings()
+    model: Model, layer: int, lookup: TokenLookup, settings: LocateSettings = LocateSettings()
 ) -> dict[str, torch.Tensor]:
     """`score_topk` of every value vector of ``layer`` at its better sign (ranked before unranked,
     then higher score), plus that ``sign``: (d_mlp,) tensors. One matmul per ``chunk`` vectors."""
-    matrix = readout(subject, settings.apply_final_norm)
-    vectors = value_vectors(subject, layer)
+    matrix = readout(model, settings.apply_final_norm)
+    vectors = value_vectors(model, layer)
     parts = []
     for start in range(0, vectors.shape[0], settings.chunk):
         logits = vectors[start : start + settings.chunk] @ matrix
@@ -185,23 +187,23 @@ def layer_scores(
 
 
 def locate(
-    subject: Subject, target: Target, settings: LocateSettings = LocateSettings()
+    model: Model, target: Target, settings: LocateSettings = LocateSettings()
 ) -> LocateResult:
     """Rank every value vector of the searched layers by concept score (see module docstring)."""
-    layers = list(range(subject.n_layers)) if settings.layers is None else list(settings.layers)
-    if not layers or not all(0 <= layer < subject.n_layers for layer in layers):
+    layers = list(range(model.n_layers)) if settings.layers is None else list(settings.layers)
+    if not layers or not all(0 <= layer < model.n_layers for layer in layers):
         raise ConceptVectorError(
-            f"layers must be a non-empty list within 0..{subject.n_layers - 1}, not {layers}"
+            f"layers must be a non-empty list within 0..{model.n_layers - 1}, not {layers}"
         )
-    matrix = readout(subject, settings.apply_final_norm)
+    matrix = readout(model, settings.apply_final_norm)
     if settings.top_k > matrix.shape[1]:
         raise ConceptVectorError(
             f"top_k {settings.top_k} exceeds the vocabulary size {matrix.shape[1]}"
         )
-    sets = token_sets(subject.tokenizer, target, settings.min_chars, settings.min_texts)
+    sets = token_sets(model.tokenizer, target, settings.min_chars, settings.min_texts)
     lookup = TokenLookup(sets, matrix.shape[1])
     with torch.no_grad():
-        per_layer = [layer_scores(subject, layer, lookup, settings) for layer in layers]
+        per_layer = [layer_scores(model, layer, lookup, settings) for layer in layers]
     scores = torch.stack([s["score"] for s in per_layer])  # (n_layers, d_mlp)
     ranked = torch.stack([s["n_words"] for s in per_layer]) >= settings.min_words
     key = torch.where(ranked, scores, torch.full_like(scores, -torch.inf)).flatten()
@@ -211,15 +213,15 @@ def locate(
     flat = scores.flatten().numpy().astype(np.float64)
     quantiles = np.quantile(flat, [0.5, 0.9, 0.99, 0.999])
     return LocateResult(
-        model=subject.identity(),
+        model=model.identity(),
         target=target.name,
         settings=dataclasses.asdict(settings) | {"layers": layers},
         score_definition=SCORE_DEFINITION,
         n_concept_tokens=len(sets.concept),
         n_background_tokens=len(sets.background),
-        concept_tokens=sorted(subject.tokenizer.batch_decode([[i] for i in sorted(sets.concept)])),
+        concept_tokens=sorted(model.tokenizer.batch_decode([[i] for i in sorted(sets.concept)])),
         n_ranked=int(ranked.sum()),
-        candidates=_describe(subject, refs, per_layer, layers, lookup, settings),
+        candidates=_describe(model, refs, per_layer, layers, lookup, settings),
         layers=[
             {
                 "layer": layer,
@@ -236,7 +238,7 @@ def locate(
 
 
 def _describe(
-    subject: Subject,
+    model: Model,
     refs: Sequence[VectorRef],
     per_layer: Sequence[dict[str, torch.Tensor]],
     layers: Sequence[int],
@@ -245,9 +247,9 @@ def _describe(
 ) -> list[dict[str, Any]]:
     """One plain dict per candidate, with its decoded top tokens and concept hits."""
     signs = [int(per_layer[layers.index(layer)]["sign"][index]) for layer, index in refs]
-    oriented = gather_vectors(subject, refs) * torch.tensor(signs, dtype=torch.float32)[:, None]
-    _, top_ids = top_tokens(subject, oriented, settings.top_k, settings.apply_final_norm)
-    decode = subject.tokenizer.batch_decode
+    oriented = gather_vectors(model, refs) * torch.tensor(signs, dtype=torch.float32)[:, None]
+    _, top_ids = top_tokens(model, oriented, settings.top_k, settings.apply_final_norm)
+    decode = model.tokenizer.batch_decode
     out = []
     rows = zip(refs, signs, top_ids.tolist(), oriented)
     for rank, ((layer, index), sign, ids, vector) in enumerate(rows):

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 from transformers import PreTrainedTokenizerBase
 
-from remnant.concept_vectors.errors import ConceptVectorError
+from remnant.errors import ConceptVectorError
 from remnant.targets.model import Target
 
 _WORD = re.compile(r"[^\W_]+")

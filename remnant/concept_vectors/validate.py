@@ -31,11 +31,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from remnant.concept_vectors.errors import ConceptVectorError
 from remnant.concept_vectors.interventions import Mode, check_mode, intervention_hooks
 from remnant.concept_vectors.locate import LocateResult, LocateSettings, locate
 from remnant.concept_vectors.vectors import VectorRef, random_vectors
-from remnant.models.subject import Subject
+from remnant.errors import ConceptVectorError
+from remnant.models.model import Model
 from remnant.results import Result
 from remnant.scoring import (
     ScoringSettings,
@@ -113,6 +113,8 @@ class ValidateResult(Result):
     its measures and drops beside each random set's, and the random sets' mean drops.
     """
 
+    kind = "validate"
+
     model: dict[str, Any]
     target: str
     settings: dict[str, Any]
@@ -137,34 +139,34 @@ class InterventionScorer:
     """Scores the forget and retain items under interventions; prompts are encoded once and
     each measurement is one batched log-prob pass (and one batched generation)."""
 
-    def __init__(self, subject: Subject, target: Target, settings: ScoringSettings) -> None:
+    def __init__(self, model: Model, target: Target, settings: ScoringSettings) -> None:
         if not target.forget or not target.retain:
             raise ConceptVectorError(
                 f"target {target.name!r} needs forget and retain QA items to validate vectors"
             )
-        self.subject = subject
+        self.model = model
         self.settings = settings
-        self.style = resolve_style(subject, settings.prompt_style)
+        self.style = resolve_style(model, settings.prompt_style)
         items = [*target.forget, *target.retain]
         self.n_forget = len(target.forget)
         self.accepted = [item.accepted_answers for item in items]
         self.prompts = encode_prompts(
-            subject, [format_prompt(subject, i.question, self.style) for i in items], self.style
+            model, [format_prompt(model, i.question, self.style) for i in items], self.style
         )
-        self.answers = encode_answers(subject, [i.answer for i in items], self.style)
+        self.answers = encode_answers(model, [i.answer for i in items], self.style)
 
     def measure(
         self, vectors: Sequence[VectorRef], mode: Mode, sigma: float, seed: int, greedy: bool
     ) -> dict[str, float | None]:
         """Mean answer log-prob (nats) and greedy accuracy of forget and retain items with
         ``vectors`` intervened on (none: the unmodified model)."""
-        hooks = intervention_hooks(self.subject, vectors, mode, sigma=sigma, seed=seed)
+        hooks = intervention_hooks(self.model, vectors, mode, sigma=sigma, seed=seed)
         batch = self.settings.batch_size
-        with torch.no_grad(), self.subject.bridge.hooks(fwd_hooks=hooks):
-            logprobs = sequence_logprobs(self.subject, self.prompts, self.answers, batch_size=batch)
+        with torch.no_grad(), self.model.bridge.hooks(fwd_hooks=hooks):
+            logprobs = sequence_logprobs(self.model, self.prompts, self.answers, batch_size=batch)
             texts = (
                 generate(
-                    self.subject,
+                    self.model,
                     self.prompts,
                     max_new_tokens=self.settings.max_new_tokens,
                     batch_size=batch,
@@ -188,18 +190,18 @@ class InterventionScorer:
 
 
 def validate(
-    subject: Subject,
+    model: Model,
     target: Target,
     settings: ValidateSettings = ValidateSettings(),
     located: LocateResult | None = None,
 ) -> ValidateResult:
     """Test the top located vectors causally against random ones (see module docstring).
     ``located`` defaults to `locate` with ``settings.locate``; it must come from this model."""
-    located = located or locate(subject, target, settings.locate)
-    if located.model["content_hash"] != subject.content_hash:
+    located = located or locate(model, target, settings.locate)
+    if located.model["content_hash"] != model.content_hash:
         raise ConceptVectorError(
             f"the located vectors come from model {located.model['name']} "
-            f"({located.model['content_hash']}), not {subject.name} ({subject.content_hash}); "
+            f"({located.model['content_hash']}), not {model.name} ({model.content_hash}); "
             "locate them on the model you validate"
         )
     chosen = located.candidates[: settings.n_candidates]
@@ -209,12 +211,12 @@ def validate(
             f"tokens hold {located.settings['min_words']} concept words; lower min_words or give "
             "the target more specific keywords and answers"
         )
-    scorer = InterventionScorer(subject, target, settings.scoring)
+    scorer = InterventionScorer(model, target, settings.scoring)
     rng = np.random.default_rng(settings.seed)
     refs = [(c["layer"], c["index"]) for c in chosen]
     layers = [layer for layer, _ in refs]
     excluded = located.vectors()
-    randoms = random_vectors(layers, subject.d_mlp, settings.n_random, rng, excluded)
+    randoms = random_vectors(layers, model.d_mlp, settings.n_random, rng, excluded)
     n_single = 1 + len(refs) + len(randoms)
     log.info(
         "validating %d candidates against %d random vectors (%s): %d scorings, then %d for the "
@@ -267,13 +269,13 @@ def validate(
     validated_refs = [(r["layer"], r["index"]) for r in candidate_rows if r["validated"]]
     set_refs = validated_refs or refs
     set_ablation = _set_ablation(
-        set_refs, run, baseline, rng, subject.d_mlp, excluded, settings.n_random_sets
+        set_refs, run, baseline, rng, model.d_mlp, excluded, settings.n_random_sets
     )
     set_ablation["source"] = "validated" if validated_refs else "all candidates (none validated)"
     recorded = dataclasses.asdict(settings)
     recorded["scoring"]["prompt_style"] = scorer.style
     return ValidateResult(
-        model=subject.identity(),
+        model=model.identity(),
         target=target.name,
         settings=recorded,
         criterion=CRITERION.format(

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from remnant.concept_vectors.errors import (
+from remnant.errors import (
     ConceptVectorError,
     UnsupportedArchitectureError,
 )
-from remnant.models.subject import Subject
+from remnant.models.model import Model
 
 #: (layer, neuron index) of one value vector.
 VectorRef = tuple[int, int]
@@ -29,52 +29,52 @@ def down_proj_name(layer: int) -> str:
     return f"model.layers.{layer}.mlp.down_proj.weight"
 
 
-def down_proj(subject: Subject, layer: int) -> torch.Tensor:
+def down_proj(model: Model, layer: int) -> torch.Tensor:
     """The live (d_model, d_mlp) down-projection of ``layer``; column i is value vector i."""
     name = down_proj_name(layer)
-    if name not in subject.parameters:
+    if name not in model.parameters:
         raise UnsupportedArchitectureError(
-            f"{subject.name} has no {name}: concept vectors need a Llama-style MLP "
+            f"{model.name} has no {name}: concept vectors need a Llama-style MLP "
             "(model.layers.N.mlp.down_proj), as in Llama, Mistral, Qwen and SmolLM"
         )
-    return subject.parameters[name]
+    return model.parameters[name]
 
 
-def value_vectors(subject: Subject, layer: int) -> torch.Tensor:
+def value_vectors(model: Model, layer: int) -> torch.Tensor:
     """All value vectors of ``layer`` as a detached float32 (d_mlp, d_model) matrix."""
-    return down_proj(subject, layer).detach().float().T
+    return down_proj(model, layer).detach().float().T
 
 
-def gather_vectors(subject: Subject, vectors: Sequence[VectorRef]) -> torch.Tensor:
+def gather_vectors(model: Model, vectors: Sequence[VectorRef]) -> torch.Tensor:
     """The value vectors named by ``vectors``, stacked as float32 (n, d_model)."""
-    check_vectors(subject, vectors)
+    check_vectors(model, vectors)
     if not vectors:
-        return torch.zeros((0, subject.d_model))
-    return torch.stack([down_proj(subject, layer).detach()[:, i].float() for layer, i in vectors])
+        return torch.zeros((0, model.d_model))
+    return torch.stack([down_proj(model, layer).detach()[:, i].float() for layer, i in vectors])
 
 
-def readout(subject: Subject, apply_final_norm: bool = True) -> torch.Tensor:
+def readout(model: Model, apply_final_norm: bool = True) -> torch.Tensor:
     """The (d_model, vocab) map from a residual-stream vector to logits: W_Uᵀ, with the final
     norm's elementwise weight folded in when ``apply_final_norm``."""
-    unembed = subject.hf_model.get_output_embeddings()
+    unembed = model.hf_model.get_output_embeddings()
     if unembed is None:
-        raise UnsupportedArchitectureError(f"{subject.name} has no output embedding (lm_head)")
+        raise UnsupportedArchitectureError(f"{model.name} has no output embedding (lm_head)")
     matrix = unembed.weight.detach().float().T
     if not apply_final_norm:
         return matrix
-    if FINAL_NORM not in subject.parameters:
+    if FINAL_NORM not in model.parameters:
         raise UnsupportedArchitectureError(
-            f"{subject.name} has no {FINAL_NORM}; pass apply_final_norm=False"
+            f"{model.name} has no {FINAL_NORM}; pass apply_final_norm=False"
         )
-    return subject.parameters[FINAL_NORM].detach().float()[:, None] * matrix
+    return model.parameters[FINAL_NORM].detach().float()[:, None] * matrix
 
 
 def top_tokens(
-    subject: Subject, vectors: torch.Tensor, top_k: int, apply_final_norm: bool = True
+    model: Model, vectors: torch.Tensor, top_k: int, apply_final_norm: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and token ids, each (n, top_k), of the largest entries of each (n, d_model)
-    vector's vocabulary projection through ``subject``'s own readout, descending. One matmul."""
-    matrix = readout(subject, apply_final_norm)
+    vector's vocabulary projection through ``model``'s own readout, descending. One matmul."""
+    matrix = readout(model, apply_final_norm)
     if not 1 <= top_k <= matrix.shape[1]:
         raise ConceptVectorError(
             f"top_k must be between 1 and the vocabulary size {matrix.shape[1]}, not {top_k}"
@@ -84,13 +84,13 @@ def top_tokens(
     return values, ids
 
 
-def check_vectors(subject: Subject, vectors: Sequence[VectorRef]) -> None:
-    """Raise unless every (layer, index) names a value vector of ``subject``."""
+def check_vectors(model: Model, vectors: Sequence[VectorRef]) -> None:
+    """Raise unless every (layer, index) names a value vector of ``model``."""
     for layer, index in vectors:
-        if not (0 <= layer < subject.n_layers and 0 <= index < subject.d_mlp):
+        if not (0 <= layer < model.n_layers and 0 <= index < model.d_mlp):
             raise ConceptVectorError(
-                f"no value vector (layer {layer}, index {index}) in {subject.name}: layers run "
-                f"0..{subject.n_layers - 1} and indices 0..{subject.d_mlp - 1}"
+                f"no value vector (layer {layer}, index {index}) in {model.name}: layers run "
+                f"0..{model.n_layers - 1} and indices 0..{model.d_mlp - 1}"
             )
     if len(set(vectors)) != len(vectors):
         raise ConceptVectorError("a value vector is listed twice; list each (layer, index) once")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -47,28 +43,3 @@ def source_digest(*modules: ModuleType) -> str:
     """sha256 (16 hex digits) over the source files of ``modules``: the code that made a cache."""
     files = "".join(file_sha256(Path(module.__file__ or "")) for module in modules)
     return hashlib.sha256(files.encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final`` that becomes ``final`` only if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
-    os.chmod(tmp, 0o777 & ~_umask())
-    try:
-        yield tmp
-        if final.exists():
-            if not overwrite:
-                raise FileExistsError(f"{final} appeared while it was being written")
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current

@@ -10,8 +10,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from remnant.errors import OutputExistsError
-from remnant.models.cache import atomic_directory
+from remnant.io import atomic_directory, check_output_free
 
 
 def save_checkpoint(
@@ -29,10 +28,7 @@ def save_checkpoint(
     The folder appears only once complete; an existing one is refused unless ``overwrite``.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{out_dir} exists; choose another output folder or pass --overwrite"
-        )
+    check_output_free(out_dir, overwrite)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     tensors = {
         name: tensor.detach().to("cpu").contiguous()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from remnant.errors import IncompatibleModelsError
-from remnant.models.subject import Subject
+from remnant.models.model import Model
 
 
-def check_compatible(original: Subject, other: Subject, purpose: str) -> None:
+def check_compatible(original: Model, other: Model, purpose: str) -> None:
     """Raise `IncompatibleModelsError` unless both models share architecture, sizes, tokenizer
     and chat template, as a fine-tuned copy does. ``purpose`` completes "cannot ... between"."""
     problems = []

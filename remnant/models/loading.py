@@ -1,10 +1,12 @@
-"""`load_subject`: one entry point for embedded names, local folders, Hub ids, GGUF files and
+"""`load_model`: one entry point for embedded names, local folders, Hub ids, GGUF files and
 LoRA adapters."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import tempfile
 from pathlib import Path
 
 import torch
@@ -12,7 +14,7 @@ import torch
 from remnant.errors import ModelLoadError, ModelNotFoundError
 from remnant.models.embedded import EMBEDDED, embedded_dir
 from remnant.models.gguf import cached_gguf
-from remnant.models.subject import Subject
+from remnant.models.model import Model
 from remnant.models.toolchain import check_batch, install_adapters, reference_logits, self_check
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def resolve_spec(spec: str) -> str:
     )
 
 
-def load_subject(
+def load_model(
     spec: str,
     *,
     device: str | torch.device | None = None,
@@ -57,7 +59,7 @@ def load_subject(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     name: str | None = None,
-) -> Subject:
+) -> Model:
     """Load a model and hook it through TransformerLens.
 
     ``spec`` is an embedded name, a local Hugging Face folder, a Hub id or a ``.gguf`` file;
@@ -96,7 +98,16 @@ def load_subject(
     name = name or _display_name(spec)
     toolchain = self_check(name, bridge, batch, reference)
     source = spec if adapter is None else f"{spec} + adapter {adapter}"
-    return Subject(bridge, tokenizer, name, source, parameters, toolchain)
+    return Model(bridge, tokenizer, name, source, parameters, toolchain)
+
+
+def load_copy(model: Model) -> Model:
+    """A separate copy of ``model`` (same weights, name and source) that the caller may edit:
+    its weights written to a temporary folder and loaded from there (self-check included)."""
+    with tempfile.TemporaryDirectory(prefix="remnant-copy-") as tmp:
+        model.save(Path(tmp) / "model")
+        copy = load_model(str(Path(tmp) / "model"), name=model.name)
+    return dataclasses.replace(copy, source=model.source)
 
 
 def _display_name(spec: str) -> str:

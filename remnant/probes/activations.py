@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from remnant.errors import RemnantError
-from remnant.models.subject import Subject
+from remnant.models.model import Model
 from remnant.scoring import encode_prompts, format_prompt, resolve_style
 
 Position = Literal["last", "subject_last", "subject_mean"]
@@ -30,10 +30,10 @@ class EncodedPrompt:
     subject_span: tuple[int, int] | None = None
 
 
-def hook_names(subject: Subject, site: Site, layers: Sequence[int] | None = None) -> list[str]:
+def hook_names(model: Model, site: Site, layers: Sequence[int] | None = None) -> list[str]:
     """Canonical hook names: ``resid`` = embedding output then every block's output
     (``embed.hook_out``, ``blocks.{i}.hook_out``); ``mlp`` / ``attn`` = each block's sublayer output."""
-    layers = range(subject.n_layers) if layers is None else layers
+    layers = range(model.n_layers) if layers is None else layers
     if site == "resid":
         return ["embed.hook_out"] + [f"blocks.{i}.hook_out" for i in layers]
     if site in ("mlp", "attn"):
@@ -41,32 +41,32 @@ def hook_names(subject: Subject, site: Site, layers: Sequence[int] | None = None
     raise RemnantError(f"unknown activation site {site!r}; use resid, mlp or attn")
 
 
-def encode_with_subject(
-    subject: Subject, texts: Sequence[str], subjects: Sequence[str | None], style: str = "plain"
+def encode_with_subject_spans(
+    model: Model, texts: Sequence[str], subjects: Sequence[str | None], style: str = "plain"
 ) -> list[EncodedPrompt]:
     """Format and encode prompts, locating the tokens that overlap each subject string
     (its last occurrence inside the question)."""
-    formatted = [format_prompt(subject, t, style) for t in texts] if style == "chat" else None
+    formatted = [format_prompt(model, t, style) for t in texts] if style == "chat" else None
     out = []
     for k, text in enumerate(texts):
-        prompt = formatted[k] if formatted else format_prompt(subject, text, style)
-        ids = encode_prompts(subject, [prompt], style)[0]
+        prompt = formatted[k] if formatted else format_prompt(model, text, style)
+        ids = encode_prompts(model, [prompt], style)[0]
         span = None
         if subjects[k]:
-            span = _token_span(subject, prompt, text, subjects[k], style)
+            span = _token_span(model, prompt, text, subjects[k], style)
         out.append(EncodedPrompt(tuple(ids), span))
     return out
 
 
-def _token_span(subject: Subject, prompt: str, text: str, name: str, style: str) -> tuple[int, int]:
+def _token_span(model: Model, prompt: str, text: str, name: str, style: str) -> tuple[int, int]:
     start_text = prompt.rfind(text)
     offset = text.rfind(name)
     if start_text < 0 or offset < 0:
         raise RemnantError(f"subject {name!r} not found in prompt {text!r}")
     char_start = start_text + offset
     char_end = char_start + len(name)
-    encoding = subject.tokenizer(
-        prompt, add_special_tokens=style == "plain", return_offsets_mapping=True
+    encoding = model.tokenizer(
+        prompt, add_special_tokens=style != "chat", return_offsets_mapping=True
     )
     hits = [
         i
@@ -98,7 +98,7 @@ def position_weights(
 
 
 def extract(
-    subject: Subject,
+    model: Model,
     prompts: Sequence[EncodedPrompt],
     names: Sequence[str],
     *,
@@ -112,10 +112,10 @@ def extract(
     """
     if not prompts:
         raise RemnantError("no prompts to extract activations from")
-    out = {name: np.empty((len(prompts), subject.d_model), dtype=np.float32) for name in names}
+    out = {name: np.empty((len(prompts), model.d_model), dtype=np.float32) for name in names}
     deepest = max((_block_index(n) for n in names), default=0)
-    stop = deepest + 1 if deepest + 1 < subject.n_layers else None
-    pad_id = subject.tokenizer.pad_token_id
+    stop = deepest + 1 if deepest + 1 < model.n_layers else None
+    pad_id = model.tokenizer.pad_token_id
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         width = max(len(p.ids) for p in batch)
@@ -124,7 +124,7 @@ def extract(
         for row, prompt in enumerate(batch):
             ids[row, : len(prompt.ids)] = torch.tensor(prompt.ids)
             mask[row, : len(prompt.ids)] = 1
-        weights = position_weights(batch, position, width).to(subject.device)
+        weights = position_weights(batch, position, width).to(model.device)
         rows = slice(start, start + len(batch))
 
         def reader(tensor: torch.Tensor, hook, rows=rows, weights=weights) -> torch.Tensor:
@@ -133,9 +133,9 @@ def extract(
             return tensor
 
         hooks = [(name, reader) for name in names]
-        with torch.no_grad(), subject.bridge.hooks(fwd_hooks=hooks):
-            subject.bridge(
-                ids.to(subject.device), attention_mask=mask.to(subject.device), stop_at_layer=stop
+        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+            model.bridge(
+                ids.to(model.device), attention_mask=mask.to(model.device), stop_at_layer=stop
             )
     return out
 
@@ -145,7 +145,7 @@ def _block_index(name: str) -> int:
 
 
 def extract_questions(
-    subject: Subject,
+    model: Model,
     questions: Sequence[str],
     subjects: Sequence[str | None],
     site: Site = "resid",
@@ -155,8 +155,8 @@ def extract_questions(
     batch_size: int = 16,
 ) -> np.ndarray:
     """Stacked activations (n_questions, n_hooks, d_model) of questions prompted as in scoring."""
-    style = resolve_style(subject, prompt_style)  # type: ignore[arg-type]
-    prompts = encode_with_subject(subject, questions, subjects, style)
-    names = hook_names(subject, site)
-    acts = extract(subject, prompts, names, position=position, batch_size=batch_size)
+    style = resolve_style(model, prompt_style)  # type: ignore[arg-type]
+    prompts = encode_with_subject_spans(model, questions, subjects, style)
+    names = hook_names(model, site)
+    acts = extract(model, prompts, names, position=position, batch_size=batch_size)
     return np.stack([acts[n] for n in names], axis=1)

@@ -24,7 +24,7 @@ import torch
 
 from remnant.errors import RemnantError, TargetError
 from remnant.models.compat import check_compatible
-from remnant.models.subject import Subject
+from remnant.models.model import Model
 from remnant.probes.activations import EncodedPrompt, extract, hook_names
 from remnant.results import Result
 from remnant.scoring import PromptStyle, answer_contexts, resolve_style
@@ -59,6 +59,8 @@ class LensResult(Result):
     token ranks first).
     """
 
+    kind = "lens"
+
     original: dict[str, Any]
     unlearned: dict[str, Any]
     target: str
@@ -68,16 +70,16 @@ class LensResult(Result):
     summary: dict[str, dict[str, list[float]]]
 
 
-def lens_logits(subject: Subject, resid: torch.Tensor) -> torch.Tensor:
+def lens_logits(model: Model, resid: torch.Tensor) -> torch.Tensor:
     """Logits (float32, ``(..., vocab)``) of residual-stream vectors ``(..., d_model)`` through the
     model's final norm and unembedding."""
-    bridge = subject.bridge
+    bridge = model.bridge
     with torch.no_grad():
-        return bridge.unembed(bridge.ln_final(resid.to(subject.device))).float().cpu()
+        return bridge.unembed(bridge.ln_final(resid.to(model.device))).float().cpu()
 
 
 def answer_ranks(
-    subject: Subject, resid: np.ndarray, token_ids: Sequence[int]
+    model: Model, resid: np.ndarray, token_ids: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank (1 = top) and probability of ``token_ids[i]`` read from ``resid[i, layer]``.
 
@@ -86,7 +88,7 @@ def answer_ranks(
     targets = torch.tensor(list(token_ids))[:, None]
     ranks, probs = [], []
     for layer in range(resid.shape[1]):
-        logits = lens_logits(subject, torch.from_numpy(resid[:, layer]))
+        logits = lens_logits(model, torch.from_numpy(resid[:, layer]))
         chosen = logits.gather(-1, targets)
         ranks.append((logits > chosen).sum(-1) + 1)
         probs.append(torch.softmax(logits, dim=-1).gather(-1, targets)[:, 0])
@@ -94,8 +96,8 @@ def answer_ranks(
 
 
 def analyze(
-    original: Subject,
-    unlearned: Subject,
+    original: Model,
+    unlearned: Model,
     target: Target,
     settings: LensSettings = LensSettings(),
 ) -> LensResult:
@@ -119,10 +121,10 @@ def analyze(
     answer_ids = [c.answer_id for c in contexts]
     names = hook_names(original, "resid")
     readouts = {}
-    for key, subject in (("original", original), ("unlearned", unlearned)):
-        acts = extract(subject, prompts, names, batch_size=settings.batch_size)
+    for key, model in (("original", original), ("unlearned", unlearned)):
+        acts = extract(model, prompts, names, batch_size=settings.batch_size)
         resid = np.stack([acts[n] for n in names], axis=1)
-        readouts[key] = answer_ranks(subject, resid, answer_ids)
+        readouts[key] = answer_ranks(model, resid, answer_ids)
     items = []
     for k, item in enumerate(target.forget):
         row: dict[str, Any] = {

@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits
 
 from remnant.errors import RemnantError, TargetError
 from remnant.models.compat import check_compatible
-from remnant.models.subject import Subject
+from remnant.models.model import Model
 from remnant.probes.activations import EncodedPrompt, extract, hook_names
 from remnant.results import Result
 from remnant.scoring import (
@@ -120,6 +120,8 @@ class ProbeResult(Result):
     original's probes applied unchanged to the unlearned model.
     """
 
+    kind = "probes"
+
     original: dict[str, Any]
     unlearned: dict[str, Any]
     target: str
@@ -169,8 +171,8 @@ class _Examples:
 
 
 def analyze(
-    original: Subject,
-    unlearned: Subject,
+    original: Model,
+    unlearned: Model,
     target: Target,
     settings: ProbeSettings = ProbeSettings(),
 ) -> ProbeResult:
@@ -182,8 +184,8 @@ def analyze(
     results = {}
     for examples in tasks:
         feats = [
-            _features(subject, examples, style, names, settings.batch_size)
-            for subject, style in zip((original, unlearned), styles)
+            _features(model, examples, style, names, settings.batch_size)
+            for model, style in zip((original, unlearned), styles)
         ]
         with threadpool_limits(1):  # many small fits: extra BLAS threads only contend
             results[examples.name] = _cross_validate(examples, feats[0], feats[1], settings)
@@ -393,23 +395,21 @@ def _concept_examples(target: Target, seed: int) -> _Examples | None:
 
 
 def _features(
-    subject: Subject, examples: _Examples, style: str, names: list[str], batch_size: int
+    model: Model, examples: _Examples, style: str, names: list[str], batch_size: int
 ) -> np.ndarray:
     """Last-token residual activations, float32 (n_examples, n_layers + 1, d_model)."""
     if examples.as_prompt:
-        ids = encode_prompts(
-            subject, [format_prompt(subject, t, style) for t in examples.texts], style
-        )
+        ids = encode_prompts(model, [format_prompt(model, t, style) for t in examples.texts], style)
     else:
-        ids = [subject.tokenizer(t).input_ids for t in examples.texts]
+        ids = [model.tokenizer(t).input_ids for t in examples.texts]
     answers = [c for c in examples.continuations if c is not None]
     if answers:
-        answer_ids = iter(encode_answers(subject, answers, style))
+        answer_ids = iter(encode_answers(model, answers, style))
         ids = [
             p if c is None else p + next(answer_ids) for p, c in zip(ids, examples.continuations)
         ]
     prompts = [EncodedPrompt(tuple(i)) for i in ids]
-    acts = extract(subject, prompts, names, position="last", batch_size=batch_size)
+    acts = extract(model, prompts, names, position="last", batch_size=batch_size)
     return np.stack([acts[n] for n in names], axis=1)
 
 

@@ -1,5 +1,6 @@
 """Causal tracing (which layers store a fact) and cross-model patching (where unlearning acted)."""
 
+from remnant.errors import TracingError
 from remnant.tracing.causal_trace import (
     TOKEN_CLASSES,
     CausalTraceResult,
@@ -7,7 +8,6 @@ from remnant.tracing.causal_trace import (
     causal_trace,
     trace_fact,
 )
-from remnant.tracing.errors import TracingError
 from remnant.tracing.model_diff import DiffSettings, ModelDiffResult, model_diff
 from remnant.tracing.patching import SITE_LABELS, SITES
 

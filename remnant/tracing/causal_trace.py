@@ -23,8 +23,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from remnant.models.subject import Subject
-from remnant.probes.activations import encode_with_subject
+from remnant.errors import TracingError
+from remnant.models.model import Model
+from remnant.probes.activations import encode_with_subject_spans
+from remnant.progress import progress_bar
 from remnant.results import Result
 from remnant.scoring import (
     AnswerContext,
@@ -36,7 +38,6 @@ from remnant.scoring import (
     resolve_style,
 )
 from remnant.targets.model import QAItem, Target
-from remnant.tracing.errors import TracingError
 from remnant.tracing.patching import (
     SITES,
     Corruption,
@@ -44,7 +45,6 @@ from remnant.tracing.patching import (
     Rows,
     all_site_hooks,
     check_shared_settings,
-    iterate,
     patched_probs,
 )
 
@@ -94,6 +94,8 @@ class CausalTraceResult(Result):
     facts, with bootstrap CIs; ``storing_layers`` = the band around ``storing_peak``, the
     layer where the MLP effect at the last subject token peaks, holding >= half that peak."""
 
+    kind = "trace"
+
     model: dict[str, Any]
     target: str
     settings: dict[str, Any]
@@ -130,7 +132,7 @@ def corruption_noise(
     return torch.randn(n_samples, n_tokens, d_model, generator=generator) * std
 
 
-def embedding_std(subject: Subject, target: Target, style: str) -> float:
+def embedding_std(model: Model, target: Target, style: str) -> float:
     """Standard deviation of the input embeddings (the ``embed`` component, whose output is
     ``embed.hook_out``) of the subject tokens of every forget item that names a subject."""
     items = [i for i in target.forget if target.subject_of(i)]
@@ -139,17 +141,17 @@ def embedding_std(subject: Subject, target: Target, style: str) -> float:
             f"no forget item of target {target.name!r} names its subject; give items a 'subject' "
             "or the target keywords that occur in the questions"
         )
-    prompts = encode_with_subject(
-        subject, [i.question for i in items], [target.subject_of(i) for i in items], style
+    prompts = encode_with_subject_spans(
+        model, [i.question for i in items], [target.subject_of(i) for i in items], style
     )
     tokens = [t for p in prompts for t in p.ids[slice(*p.subject_span)]]
     with torch.no_grad():
-        embeddings = subject.bridge.embed(torch.tensor([tokens], device=subject.device))
+        embeddings = model.bridge.embed(torch.tensor([tokens], device=model.device))
     return float(embeddings.float().std())
 
 
 def trace_fact(
-    subject: Subject,
+    model: Model,
     item: QAItem,
     subject_text: str,
     noise_std: float,
@@ -160,20 +162,18 @@ def trace_fact(
     restored probability at every (token, layer). ``context`` (from `answer_contexts`) extends
     the prompt and names the answer token; without it the reference answer's first token is
     read right after the prompt."""
-    style = resolve_style(subject, settings.prompt_style)
-    (prompt,) = encode_with_subject(subject, [item.question], [subject_text], style)
+    style = resolve_style(model, settings.prompt_style)
+    (prompt,) = encode_with_subject_spans(model, [item.question], [subject_text], style)
     if context is None:
-        context = answer_contexts(subject, [item], style, from_generation=False)[0]
+        context = answer_contexts(model, [item], style, from_generation=False)[0]
     if context.ids[: len(prompt.ids)] != prompt.ids:
         raise TracingError(f"the answer context of {item.question!r} does not extend its prompt")
     ids, answer_id = context.ids, context.answer_id
     start, end = prompt.subject_span
-    n_tokens, n_layers, n = len(ids), subject.n_layers, settings.n_samples
-    noise = corruption_noise(
-        item.question, n, end - start, subject.d_model, noise_std, settings.seed
-    )
-    names = all_site_hooks(subject)
-    prepared = PreparedPrompt(subject, ids, names, Corruption(noise, start))
+    n_tokens, n_layers, n = len(ids), model.n_layers, settings.n_samples
+    noise = corruption_noise(item.question, n, end - start, model.d_model, noise_std, settings.seed)
+    names = all_site_hooks(model)
+    prepared = PreparedPrompt(model, ids, names, Corruption(noise, start))
     rows = trace_rows(n_tokens, start, n_layers, n, settings.window)
     probs = patched_probs(prepared, rows, prepared.acts, answer_id, batch_size=settings.batch_size)
     corrupted = prepared.probs[1:, answer_id].mean()
@@ -183,9 +183,9 @@ def trace_fact(
         "question": item.question,
         "answer": item.answer,
         "subject": subject_text,
-        "answer_token": subject.tokenizer.decode([answer_id]),
+        "answer_token": model.tokenizer.decode([answer_id]),
         "context": context.extension,
-        "tokens": [subject.tokenizer.decode([t]) for t in ids],
+        "tokens": [model.tokenizer.decode([t]) for t in ids],
         "subject_span": [start, end],
         "clean_prob": round(float(prepared.probs[0, answer_id]), 6),
         "corrupted_prob": round(float(corrupted), 6),
@@ -274,19 +274,19 @@ def storing_band(effect: Sequence[float]) -> tuple[int | None, list[int]]:
 
 
 def causal_trace(
-    subject: Subject,
+    model: Model,
     target: Target,
     settings: TraceSettings = TraceSettings(),
     *,
     items: Sequence[QAItem] | None = None,
     progress: bool = False,
 ) -> CausalTraceResult:
-    """Trace the forget facts ``subject`` knows (or ``items``), up to ``settings.max_facts``."""
-    style = resolve_style(subject, settings.prompt_style)
+    """Trace the forget facts ``model`` knows (or ``items``), up to ``settings.max_facts``."""
+    style = resolve_style(model, settings.prompt_style)
     generated: dict[str, str] = {}
     if items is None:
         scoring = ScoringSettings(prompt_style=style, max_new_tokens=settings.max_new_tokens)
-        known = known_forget_generations(subject, target, scoring)
+        known = known_forget_generations(model, target, scoring)
         items, generated = [i for i, _ in known], {i.question: g for i, g in known}
     traceable = [i for i in items if target.subject_of(i)]
     if len(traceable) < len(items):
@@ -294,9 +294,9 @@ def causal_trace(
     if not traceable:
         raise TracingError("no item to trace names its subject; give items a 'subject'")
     traceable = traceable[: settings.max_facts]
-    noise_std = settings.noise_multiplier * embedding_std(subject, target, style)
+    noise_std = settings.noise_multiplier * embedding_std(model, target, style)
     contexts = answer_contexts(
-        subject,
+        model,
         traceable,
         style,
         from_generation=settings.context == "generation",
@@ -305,20 +305,20 @@ def causal_trace(
         batch_size=settings.batch_size,
     )
     facts = []
-    for item, context in iterate(list(zip(traceable, contexts)), progress):
+    for item, context in progress_bar(
+        list(zip(traceable, contexts)), desc="facts", unit="fact", enabled=progress
+    ):
         started = time.perf_counter()
-        facts.append(
-            trace_fact(subject, item, target.subject_of(item), noise_std, settings, context)
-        )
+        facts.append(trace_fact(model, item, target.subject_of(item), noise_std, settings, context))
         log.info("traced %r in %.1f s", item.question, time.perf_counter() - started)
     average = average_effects(facts, settings)
     peak, band = storing_band(average["mlp"]["last_subject"]["mean"])
     return CausalTraceResult(
-        model=subject.identity(),
+        model=model.identity(),
         target=target.name,
         settings=dataclasses.asdict(settings) | {"prompt_style": style},
         noise_std=round(noise_std, 6),
-        n_layers=subject.n_layers,
+        n_layers=model.n_layers,
         facts=facts,
         average=average,
         storing_peak=peak,

@@ -20,8 +20,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from remnant.errors import TracingError
 from remnant.models.compat import check_compatible
-from remnant.models.subject import Subject
+from remnant.models.model import Model
+from remnant.progress import progress_bar
 from remnant.results import Result
 from remnant.scoring import (
     PromptStyle,
@@ -32,14 +34,12 @@ from remnant.scoring import (
     resolve_style,
 )
 from remnant.targets.model import QAItem, Target
-from remnant.tracing.errors import TracingError
 from remnant.tracing.patching import (
     SITES,
     PreparedPrompt,
     Rows,
     all_site_hooks,
     check_shared_settings,
-    iterate,
     patched_probs,
 )
 
@@ -77,6 +77,8 @@ class ModelDiffResult(Result):
     """Per-layer patching curves averaged over forget facts. Each curve (direction, site,
     scope) holds the mean patched probability and the mean fraction of the gap moved, each
     with a bootstrap CI per layer, its peak layer and its mean over ``storing_layers``."""
+
+    kind = "diff"
 
     base: dict[str, Any]
     unlearned: dict[str, Any]
@@ -116,7 +118,7 @@ def diff_rows(n_tokens: int, n_layers: int) -> Rows:
 
 
 def diff_fact(
-    base: Subject, unlearned: Subject, ids: Sequence[int], answer_id: int, batch_size: int = 64
+    base: Model, unlearned: Model, ids: Sequence[int], answer_id: int, batch_size: int = 64
 ) -> dict[str, Any]:
     """One prompt: both models' answer probabilities and, per direction, the patched
     probability (site x scope x layer) as nested lists."""
@@ -153,8 +155,8 @@ def diff_fact(
 
 
 def model_diff(
-    base: Subject,
-    unlearned: Subject,
+    base: Model,
+    unlearned: Model,
     target: Target,
     settings: DiffSettings = DiffSettings(),
     *,
@@ -183,7 +185,9 @@ def model_diff(
         batch_size=settings.batch_size,
     )
     facts = []
-    for item, context in iterate(list(zip(items, contexts)), progress):
+    for item, context in progress_bar(
+        list(zip(items, contexts)), desc="facts", unit="fact", enabled=progress
+    ):
         fact = diff_fact(base, unlearned, context.ids, context.answer_id, settings.batch_size)
         facts.append(
             {"question": item.question, "answer": item.answer, "context": context.extension} | fact

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
 import torch
 
-from remnant.models.subject import Subject
+from remnant.errors import TracingError
+from remnant.models.model import Model
 from remnant.probes.activations import Site, hook_names
-from remnant.tracing.errors import TracingError
 
 T = TypeVar("T")
 
@@ -28,18 +28,18 @@ SITES: tuple[Site, ...] = ("resid", "mlp", "attn")
 SITE_LABELS = {"resid": "block output", "mlp": "MLP output", "attn": "attention output"}
 
 
-def site_hooks(subject: Subject) -> dict[Site, list[str]]:
+def site_hooks(model: Model) -> dict[Site, list[str]]:
     """Per site, the hook name of every layer: ``resid`` is ``blocks.{i}.hook_out``."""
     return {
-        "resid": hook_names(subject, "resid")[1:],
-        "mlp": hook_names(subject, "mlp"),
-        "attn": hook_names(subject, "attn"),
+        "resid": hook_names(model, "resid")[1:],
+        "mlp": hook_names(model, "mlp"),
+        "attn": hook_names(model, "attn"),
     }
 
 
-def all_site_hooks(subject: Subject) -> list[str]:
+def all_site_hooks(model: Model) -> list[str]:
     """Every site's hook name at every layer."""
-    return [name for names in site_hooks(subject).values() for name in names]
+    return [name for names in site_hooks(model).values() for name in names]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,13 +90,13 @@ class PreparedPrompt:
 
     def __init__(
         self,
-        subject: Subject,
+        model: Model,
         ids: Sequence[int],
         record: Sequence[str] = (),
         corruption: Corruption | None = None,
     ) -> None:
-        self.subject = subject
-        self.ids = torch.tensor(ids, dtype=torch.long, device=subject.device)
+        self.model = model
+        self.ids = torch.tensor(ids, dtype=torch.long, device=model.device)
         self.corruption = corruption
         self.acts: dict[str, torch.Tensor] = {}
 
@@ -108,7 +108,7 @@ class PreparedPrompt:
         hooks = [(name, keep) for name in record]
         noise = corruption.hook(torch.arange(-1, n - 1), 0) if corruption is not None else None
         if noise is not None:
-            hooks.append((hook_names(subject, "resid")[0], noise))
+            hooks.append((hook_names(model, "resid")[0], noise))
         self.probs, self.cache = self.run(torch.arange(n), 0, hooks, keep_cache=True)
 
     def run(
@@ -125,9 +125,9 @@ class PreparedPrompt:
         if start > 0:
             past = copy.deepcopy(self.cache)
             past.crop(start - len(self.ids))
-            past.batch_select_indices(base.to(self.subject.device))
-        with torch.no_grad(), self.subject.bridge.hooks(fwd_hooks=hooks):
-            out = self.subject.hf_model(
+            past.batch_select_indices(base.to(self.model.device))
+        with torch.no_grad(), self.model.bridge.hooks(fwd_hooks=hooks):
+            out = self.model.hf_model(
                 input_ids=self.ids[start:].expand(len(base), -1),
                 past_key_values=past,
                 use_cache=keep_cache,
@@ -149,8 +149,8 @@ def patched_probs(
     ``donor`` maps hook names to (T, d_model) values written into the rows that patch them.
     Rows that patch nothing get their unpatched run's probability.
     """
-    names = site_hooks(prompt.subject)
-    embed = hook_names(prompt.subject, "resid")[0]
+    names = site_hooks(prompt.model)
+    embed = hook_names(prompt.model, "resid")[0]
     patched = (rows.site >= 0) & rows.positions.any(1)
     first = torch.where(patched, rows.positions.int().argmax(1), -1)
     out = prompt.probs[rows.sample + 1, answer_id].cpu()
@@ -167,7 +167,7 @@ def patched_probs(
                 for layer, name in enumerate(names[site]):
                     at = (batch.site == k) & batch.layers[:, layer]
                     if bool(at.any()):
-                        mask = (at[:, None] & batch.positions[:, start:]).to(prompt.subject.device)
+                        mask = (at[:, None] & batch.positions[:, start:]).to(prompt.model.device)
                         value = donor[name][start:]
                         hooks.append((name, partial(_replace, mask=mask, value=value)))
             probs, _ = prompt.run(batch.sample + 1, start, hooks)
@@ -183,15 +183,6 @@ def _add(tensor: torch.Tensor, hook, noise: torch.Tensor, at: slice) -> torch.Te
 
 def _replace(tensor: torch.Tensor, hook, mask: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return torch.where(mask[..., None], value.to(tensor.dtype), tensor)
-
-
-def iterate(items: Sequence[T], progress: bool) -> Iterable[T]:
-    """``items``, behind a tqdm progress bar over facts when ``progress``."""
-    if not progress:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="facts", unit="fact")
 
 
 def check_shared_settings(settings: Any) -> None:

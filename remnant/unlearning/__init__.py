@@ -4,6 +4,7 @@ GA (gradient ascent), GradDiff (gradient difference), NPO (Zhang et al., 2024), 
 2024) and, for the tiny synthetic model only, ``retrain`` (the gold model: exact unlearning).
 """
 
+from remnant.errors import RetrainUnavailableError, UnlearningError
 from remnant.unlearning.api import REPORT_FILE, accuracies, run_unlearning, unlearn
 from remnant.unlearning.config import (
     METHODS,
@@ -15,7 +16,6 @@ from remnant.unlearning.config import (
     TrainingConfig,
     default_config,
 )
-from remnant.unlearning.errors import RetrainUnavailableError, UnlearningError
 
 __all__ = [
     "METHODS",

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from remnant.errors import OutputExistsError
-from remnant.models import Subject, load_subject
+from remnant.errors import OutputExistsError, RetrainUnavailableError, UnlearningError
+from remnant.models import Model, load_model
 from remnant.models.tiny import TinyConfig
 from remnant.scoring import ScoringSettings, resolve_style, score_qa
 from remnant.targets import QAItem, Target, load_target
@@ -24,7 +24,6 @@ from remnant.unlearning.config import (
     with_overrides,
 )
 from remnant.unlearning.data import build_examples, split_retain
-from remnant.unlearning.errors import RetrainUnavailableError, UnlearningError
 from remnant.unlearning.train import train
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ REPORT_FILE = "remnant-unlearning.json"
 
 
 def unlearn(
-    model: str | Subject,
+    model: str | Model,
     target: Target,
     method: str,
     config: TrainingConfig | None = None,
@@ -41,16 +40,16 @@ def unlearn(
     progress: bool = False,
     settings: ScoringSettings = ScoringSettings(),
     **overrides: Any,
-) -> tuple[Subject, dict[str, Any]]:
+) -> tuple[Model, dict[str, Any]]:
     """Unlearn ``target`` from ``model`` with ``method`` (ga, graddiff, npo, rmu or retrain).
 
-    ``model`` is a model spec (loaded afresh and trained) or a `Subject`, which is never modified:
-    its weights are copied into a new Subject first. ``config`` defaults to the method's preset
+    ``model`` is a model spec (loaded afresh and trained) or a `Model`, which is never modified:
+    its weights are copied into a new Model first. ``config`` defaults to the method's preset
     for the model; ``overrides`` replace single hyperparameters. Training data come from the
     target (forget QA in the model's prompt style and forget passages; the trained part of a
     seeded retain split and unrelated passages). Training runs up to the config's step budget
     and stops early once greedy forget accuracy falls to ``stop_fraction`` of its value before
-    (see `remnant.unlearning.config`). Returns the unlearned Subject and a report: method,
+    (see `remnant.unlearning.config`). Returns the unlearned Model and a report: method,
     hyperparameters, seed, source model identity, the retain split, the training record (with
     the stop rule's checks), and greedy accuracy (alias match) before and after, scored with
     ``settings``, on all forget items and on the held-out retain items only.
@@ -174,7 +173,7 @@ def _parse_list(name: str, value: Any) -> Any:
 
 
 def accuracies(
-    subject: Subject,
+    subject: Model,
     target: Target,
     settings: ScoringSettings = ScoringSettings(),
     *,
@@ -201,24 +200,24 @@ def accuracies(
     return scores
 
 
-def _trainable_copy(model: str | Subject) -> Subject:
-    """A freshly loaded Subject the caller does not hold: the spec loaded again, or a Subject's
+def _trainable_copy(model: str | Model) -> Model:
+    """A freshly loaded Model the caller does not hold: the spec loaded again, or a Model's
     weights written to a temporary folder and loaded from there."""
     if isinstance(model, str):
-        return load_subject(model)
+        return load_model(model)
     with tempfile.TemporaryDirectory(prefix="remnant-unlearn-") as tmp:
         model.save(Path(tmp) / "model")
-        copy = load_subject(str(Path(tmp) / "model"), name=model.name)
+        copy = load_model(str(Path(tmp) / "model"), name=model.name)
     return dataclasses.replace(copy, source=model.source)
 
 
 def _retrain(
-    model: str | Subject, target: Target, settings: ScoringSettings
-) -> tuple[Subject, dict[str, Any]]:
+    model: str | Model, target: Target, settings: ScoringSettings
+) -> tuple[Model, dict[str, Any]]:
     """Exact unlearning for the tiny synthetic model: the gold model trained without the forget
     set's people. Valid only for that model and the synthetic world's default target."""
-    tiny = load_subject("tiny-synthetic")
-    original = model if isinstance(model, Subject) else load_subject(model)
+    tiny = load_model("tiny-synthetic")
+    original = model if isinstance(model, Model) else load_model(model)
     if original.content_hash != tiny.content_hash:
         raise RetrainUnavailableError(
             f"retrain is exact unlearning by retraining without the forget set, available only "
@@ -232,7 +231,7 @@ def _retrain(
             f"forget set {list(world.forget_entities)}; target {target.name!r} asks to forget "
             f"something else. Use the built-in target 'tiny-synthetic' or another method"
         )
-    gold = load_subject("tiny-synthetic-gold")
+    gold = load_model("tiny-synthetic-gold")
     # the split every trained method uses at its default holdout and seed, for comparable numbers
     defaults = TrainingConfig()
     trained, held_out = split_retain(len(target.retain), defaults.retain_holdout, defaults.seed)
@@ -260,7 +259,7 @@ def _report(
     hyperparameters: dict[str, Any],
     seed: int,
     source: dict[str, Any],
-    unlearned: Subject,
+    unlearned: Model,
     target: Target,
 ) -> dict[str, Any]:
     return {

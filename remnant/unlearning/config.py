@@ -42,7 +42,7 @@ import dataclasses
 import math
 from typing import Any
 
-from remnant.unlearning.errors import UnlearningError
+from remnant.errors import UnlearningError
 
 METHODS = ("ga", "graddiff", "npo", "rmu", "retrain")
 

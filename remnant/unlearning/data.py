@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from remnant.models.subject import Subject
+from remnant.models.model import Model
 from remnant.scoring import encode_answers, encode_prompts, format_prompt
 from remnant.targets.model import QAItem, Target
 
@@ -37,27 +37,25 @@ class Batch:
     own: torch.Tensor
 
 
-def qa_examples(subject: Subject, items: Sequence[QAItem], style: str) -> list[Example]:
+def qa_examples(model: Model, items: Sequence[QAItem], style: str) -> list[Example]:
     """Each question in the prompt layout the scorer uses, followed by its reference answer."""
-    prompts = encode_prompts(
-        subject, [format_prompt(subject, i.question, style) for i in items], style
-    )
-    answers = encode_answers(subject, [i.answer for i in items], style)
-    own = template_opening(subject, style)
+    prompts = encode_prompts(model, [format_prompt(model, i.question, style) for i in items], style)
+    answers = encode_answers(model, [i.answer for i in items], style)
+    own = template_opening(model, style)
     return [Example(tuple(p + a), len(p), own) for p, a in zip(prompts, answers)]
 
 
-def template_opening(subject: Subject, style: str) -> int:
+def template_opening(model: Model, style: str) -> int:
     """How many leading tokens every formatted prompt shares, whatever the question."""
     first, second = encode_prompts(
-        subject, [format_prompt(subject, q, style) for q in ("Who?", "Where?")], style
+        model, [format_prompt(model, q, style) for q in ("Who?", "Where?")], style
     )
     return next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), len(first))
 
 
-def passage_examples(subject: Subject, passages: Sequence[str]) -> list[Example]:
+def passage_examples(model: Model, passages: Sequence[str]) -> list[Example]:
     """Passages of at least two tokens (the first has nothing before it to be scored on)."""
-    encoded = [tuple(subject.tokenizer(p).input_ids) for p in passages]
+    encoded = [tuple(model.tokenizer(p).input_ids) for p in passages]
     return [Example(ids, 1) for ids in encoded if len(ids) > 1]
 
 
@@ -73,7 +71,7 @@ def split_retain(n_items: int, holdout: float, seed: int) -> tuple[list[int], li
 
 
 def build_examples(
-    subject: Subject,
+    model: Model,
     target: Target,
     style: str,
     passages: bool,
@@ -83,12 +81,12 @@ def build_examples(
 
     ``retain_items`` replaces the target's retain QA items (the trained part of a retain split).
     """
-    forget = qa_examples(subject, target.forget, style)
+    forget = qa_examples(model, target.forget, style)
     retain_qa = target.retain if retain_items is None else retain_items
-    retain = qa_examples(subject, retain_qa, style) if retain_qa else []
+    retain = qa_examples(model, retain_qa, style) if retain_qa else []
     if passages:
-        forget += passage_examples(subject, target.forget_passages)
-        retain += passage_examples(subject, target.unrelated_passages)
+        forget += passage_examples(model, target.forget_passages)
+        retain += passage_examples(model, target.unrelated_passages)
     return forget, retain
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from remnant.models.subject import Subject
+from remnant.models.model import Model
 from remnant.unlearning.data import Batch
 
 
-def token_logprobs(subject: Subject, batch: Batch) -> torch.Tensor:
+def token_logprobs(model: Model, batch: Batch) -> torch.Tensor:
     """log p(token t | tokens < t) for t = 1..T-1, shape (B, T-1); 0 where not scored."""
-    logits = subject.hf_model(
-        input_ids=batch.ids, attention_mask=batch.mask, use_cache=False
-    ).logits
+    logits = model.hf_model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
     logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     picked = logprobs.gather(-1, batch.ids[:, 1:, None])[..., 0]
     return picked * batch.scored[:, 1:]
@@ -30,12 +28,12 @@ def npo_loss(logratio: torch.Tensor, beta: float) -> torch.Tensor:
     return -(2.0 / beta) * F.logsigmoid(-beta * logratio).mean()
 
 
-def residual(subject: Subject, batch: Batch, layer: int) -> torch.Tensor:
+def residual(model: Model, batch: Batch, layer: int) -> torch.Tensor:
     """Residual stream after decoder layer ``layer`` (``blocks.{layer}.hook_out``), (B, T, d).
 
     The forward stops there (TransformerLens ``stop_at_layer``), so later layers cost nothing.
     """
-    return subject.bridge(
+    return model.bridge(
         batch.ids, attention_mask=batch.mask, stop_at_layer=layer + 1, use_cache=False
     )
 

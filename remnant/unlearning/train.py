@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from remnant.models.subject import Subject
+from remnant.errors import UnlearningError
+from remnant.models.model import Model
+from remnant.progress import progress_bar
 from remnant.unlearning import losses
 from remnant.unlearning.config import (
     GAConfig,
@@ -27,7 +29,6 @@ from remnant.unlearning.config import (
     TrainingConfig,
 )
 from remnant.unlearning.data import Batch, Example, batches, in_order
-from remnant.unlearning.errors import UnlearningError
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +39,17 @@ Objective = Callable[[Batch, Batch | None], tuple[torch.Tensor, float, float | N
 
 
 def select_parameters(
-    subject: Subject, layers: Sequence[int] | None, modules: Sequence[str]
+    model: Model, layers: Sequence[int] | None, modules: Sequence[str]
 ) -> dict[str, nn.Parameter]:
     """The parameters (Hugging Face names, tied weights once) in ``layers`` whose names contain
     one of ``modules``; ``layers=None`` means every layer and everything outside the layers."""
-    if layers is not None and max(layers) >= subject.n_layers:
+    if layers is not None and max(layers) >= model.n_layers:
         raise UnlearningError(
-            f"{subject.name} has layers 0..{subject.n_layers - 1}; cannot train layers {list(layers)}"
+            f"{model.name} has layers 0..{model.n_layers - 1}; cannot train layers {list(layers)}"
         )
     chosen: dict[str, nn.Parameter] = {}
     seen: set[int] = set()
-    for name, tensor in subject.parameters.items():
+    for name, tensor in model.parameters.items():
         if not isinstance(tensor, nn.Parameter) or id(tensor) in seen:
             continue
         match = _LAYER.search(name)
@@ -60,27 +61,27 @@ def select_parameters(
         chosen[name] = tensor
     if not chosen:
         raise UnlearningError(
-            f"no parameter of {subject.name} matches layers {layers} and modules {list(modules)}"
+            f"no parameter of {model.name} matches layers {layers} and modules {list(modules)}"
         )
     return chosen
 
 
 @contextlib.contextmanager
 def trainable(
-    subject: Subject, config: TrainingConfig, layers: Sequence[int] | None
+    model: Model, config: TrainingConfig, layers: Sequence[int] | None
 ) -> Iterator[list[nn.Parameter]]:
     """Make only the selected parameters (or LoRA adapters on them) require gradients.
 
     On a normal exit LoRA adapters are merged into the weights; either way the module tree and
-    the ``requires_grad`` flags are restored, so the Subject keeps its hooks and names.
+    the ``requires_grad`` flags are restored, so the Model keeps its hooks and names.
     """
-    selected = select_parameters(subject, layers, config.modules)
-    flags = {p: p.requires_grad for p in subject.hf_model.parameters()}
+    selected = select_parameters(model, layers, config.modules)
+    flags = {p: p.requires_grad for p in model.hf_model.parameters()}
     for p in flags:
         p.requires_grad_(False)
     try:
         if config.lora_rank:
-            with _lora(subject.hf_model, list(selected.values()), config) as adapters:
+            with _lora(model.hf_model, list(selected.values()), config) as adapters:
                 yield adapters
         else:
             for p in selected.values():
@@ -131,7 +132,7 @@ def _lora(
 
 
 def make_objective(
-    subject: Subject,
+    model: Model,
     config: TrainingConfig,
     forget: Sequence[Example],
     retain: Sequence[Example],
@@ -142,86 +143,81 @@ def make_objective(
     Must be called before any update: NPO and RMU record the original model's outputs here.
     """
     if isinstance(config, GAConfig):
-        return lambda f, r: _ga(subject, f), False
+        return lambda f, r: _ga(model, f), False
     if isinstance(config, GradDiffConfig):
 
         def graddiff(f: Batch, r: Batch | None) -> tuple[torch.Tensor, float, float | None]:
-            loss, forget_nll, _ = _ga(subject, f)
-            return _with_retain_nll(subject, loss, forget_nll, r, config.retain_weight)
+            loss, forget_nll, _ = _ga(model, f)
+            return _with_retain_nll(model, loss, forget_nll, r, config.retain_weight)
 
         return graddiff, True
     if isinstance(config, NPOConfig):
         with torch.no_grad():
             reference = torch.cat(
-                [
-                    losses.token_logprobs(subject, b).sum(-1)
-                    for b in _in_order(forget, config, subject)
-                ]
+                [losses.token_logprobs(model, b).sum(-1) for b in _in_order(forget, config, model)]
             )
         uses_retain = config.retain_weight > 0
 
         def npo(f: Batch, r: Batch | None) -> tuple[torch.Tensor, float, float | None]:
-            logratio = losses.token_logprobs(subject, f).sum(-1) - reference[f.index]
+            logratio = losses.token_logprobs(model, f).sum(-1) - reference[f.index]
             loss = losses.npo_loss(logratio, config.beta)
             if not uses_retain:
                 return loss, loss.item(), None
-            return _with_retain_nll(subject, loss, loss.item(), r, config.retain_weight)
+            return _with_retain_nll(model, loss, loss.item(), r, config.retain_weight)
 
         return npo, uses_retain
     if isinstance(config, RMUConfig):
-        return _rmu(subject, config, retain, generator), True
+        return _rmu(model, config, retain, generator), True
     raise UnlearningError(f"no objective for {type(config).__name__}")
 
 
-def _ga(subject: Subject, forget: Batch) -> tuple[torch.Tensor, float, None]:
-    forget_nll = losses.nll(losses.token_logprobs(subject, forget), forget)
+def _ga(model: Model, forget: Batch) -> tuple[torch.Tensor, float, None]:
+    forget_nll = losses.nll(losses.token_logprobs(model, forget), forget)
     return -forget_nll, forget_nll.item(), None
 
 
 def _with_retain_nll(
-    subject: Subject, loss: torch.Tensor, forget_term: float, retain: Batch | None, weight: float
+    model: Model, loss: torch.Tensor, forget_term: float, retain: Batch | None, weight: float
 ) -> tuple[torch.Tensor, float, float]:
     assert retain is not None
-    retain_nll = losses.nll(losses.token_logprobs(subject, retain), retain)
+    retain_nll = losses.nll(losses.token_logprobs(model, retain), retain)
     return loss + weight * retain_nll, forget_term, retain_nll.item()
 
 
 def _rmu(
-    subject: Subject, config: RMUConfig, retain: Sequence[Example], generator: torch.Generator
+    model: Model, config: RMUConfig, retain: Sequence[Example], generator: torch.Generator
 ) -> Objective:
-    if config.layer >= subject.n_layers - 1:
+    if config.layer >= model.n_layers - 1:
         raise UnlearningError(
-            f"the RMU layer must lie below the last layer of {subject.name} (0..{subject.n_layers - 2})"
+            f"the RMU layer must lie below the last layer of {model.name} (0..{model.n_layers - 2})"
         )
-    control = config.steering_coeff * losses.random_unit_vector(subject.d_model, generator)
-    control = control.to(subject.device)
+    control = config.steering_coeff * losses.random_unit_vector(model.d_model, generator)
+    control = control.to(model.device)
     with torch.no_grad():
         frozen = [
             h[m.bool()]
-            for b in _in_order(retain, config, subject)
-            for h, m in zip(losses.residual(subject, b, config.layer), b.mask)
+            for b in _in_order(retain, config, model)
+            for h, m in zip(losses.residual(model, b, config.layer), b.mask)
         ]
 
     def rmu(f: Batch, r: Batch | None) -> tuple[torch.Tensor, float, float]:
         assert r is not None
-        forget_mse = losses.masked_mse(losses.residual(subject, f, config.layer), control, f.own)
-        reference = torch.zeros(*r.ids.shape, subject.d_model, device=subject.device)
+        forget_mse = losses.masked_mse(losses.residual(model, f, config.layer), control, f.own)
+        reference = torch.zeros(*r.ids.shape, model.d_model, device=model.device)
         for row, i in enumerate(r.index):
             reference[row, : len(frozen[i])] = frozen[i]
-        retain_mse = losses.masked_mse(losses.residual(subject, r, config.layer), reference, r.mask)
+        retain_mse = losses.masked_mse(losses.residual(model, r, config.layer), reference, r.mask)
         return forget_mse + config.alpha * retain_mse, forget_mse.item(), retain_mse.item()
 
     return rmu
 
 
-def _in_order(
-    examples: Sequence[Example], config: TrainingConfig, subject: Subject
-) -> Iterator[Batch]:
-    return in_order(examples, config.batch_size, subject.tokenizer.pad_token_id, subject.device)
+def _in_order(examples: Sequence[Example], config: TrainingConfig, model: Model) -> Iterator[Batch]:
+    return in_order(examples, config.batch_size, model.tokenizer.pad_token_id, model.device)
 
 
 def train(
-    subject: Subject,
+    model: Model,
     config: TrainingConfig,
     forget: Sequence[Example],
     retain: Sequence[Example],
@@ -231,7 +227,7 @@ def train(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run up to ``config.max_steps(len(forget))`` AdamW steps of the method's objective on
-    ``subject`` in place, ending early by the stop rule.
+    ``model`` in place, ending early by the stop rule.
 
     ``forget_accuracy`` scores the current weights (greedy accuracy on the forget QA items,
     0..1) and ``accuracy_before`` is its value before training; with both and a
@@ -244,14 +240,14 @@ def train(
     started, cpu_started = time.perf_counter(), time.process_time()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    objective, uses_retain = make_objective(subject, config, forget, retain, generator)
+    objective, uses_retain = make_objective(model, config, forget, retain, generator)
     if uses_retain and not retain:
         raise UnlearningError(
             "this method needs retain data, but no retain items are left to train on (the target "
             "has no retain items or unrelated passages, or its only retain item is held out)"
         )
     layers = config.trained_layers if isinstance(config, RMUConfig) else config.layers
-    pad_id, device = subject.tokenizer.pad_token_id, subject.device
+    pad_id, device = model.tokenizer.pad_token_id, model.device
     forget_batches = batches(forget, config.batch_size, pad_id, device, generator)
     retain_batches = (
         batches(retain, config.batch_size, pad_id, device, generator) if uses_retain else None
@@ -274,10 +270,10 @@ def train(
     check_seconds = 0.0
     forget_curve: list[float] = []
     retain_curve: list[float | None] = []
-    with trainable(subject, config, layers) as params:
+    with trainable(model, config, layers) as params:
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
         n_trained = sum(p.numel() for p in params)
-        bar = _progress_bar(max_steps, progress)
+        bar = progress_bar(total=max_steps, desc="unlearning", unit="step", enabled=progress)
         for step in range(1, max_steps + 1):
             retain_batch = next(retain_batches) if retain_batches is not None else None
             loss, forget_term, retain_term = objective(next(forget_batches), retain_batch)
@@ -287,9 +283,8 @@ def train(
             forget_curve.append(round(forget_term, 6))
             retain_curve.append(None if retain_term is None else round(retain_term, 6))
             log.debug("step %d forget %.4f retain %s", step, forget_term, retain_term)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(forget=f"{forget_term:.3f}", retain=_fmt(retain_term))
+            bar.update(1)
+            bar.set_postfix(forget=f"{forget_term:.3f}", retain=_fmt(retain_term))
             if rule is not None and (step % per_epoch == 0 or step == max_steps):
                 check_started = time.perf_counter()
                 accuracy = forget_accuracy()  # type: ignore[misc]
@@ -299,9 +294,8 @@ def train(
                 if accuracy <= threshold + 1e-9:  # an accuracy equal to the threshold stops
                     rule |= {"fired": True, "fired_at_step": step}
                     break
-        if bar is not None:
-            bar.close()
-    subject.weights_changed()
+        bar.close()
+    model.weights_changed()
     steps = len(forget_curve)
     return {
         "seconds": round(time.perf_counter() - started, 2),
@@ -318,14 +312,6 @@ def train(
         "forget_term": forget_curve,
         "retain_term": retain_curve,
     }
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="unlearning", unit="step")
 
 
 def _fmt(value: float | None) -> str:

@@ -22,7 +22,7 @@ _SCOPE_STYLE = {"all": ("all positions", "tab:blue"), "last": ("last token only"
 def trace_heatmaps(result: CausalTraceResult, index: int = 0) -> Figure:
     """One fact: answer probability with the clean state restored at each (token, layer), for
     block outputs (one layer) and MLP / attention outputs (a window of layers centred there).
-    Subject tokens are starred; the storing peak is marked on the MLP panel."""
+    Model tokens are starred; the storing peak is marked on the MLP panel."""
     fact = result.facts[index]
     start, end = fact["subject_span"]
     labels = [

@@ -1,4 +1,4 @@
-"""`Subject`: one model under audit, hooked through TransformerLens, with its identity."""
+"""`Model`: one model under audit, hooked through TransformerLens, with its identity."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from remnant.models.checkpoint import save_checkpoint
 
 
 @dataclasses.dataclass(eq=False)
-class Subject:
+class Model:
     """A model under audit.
 
     ``bridge`` wraps the Hugging Face model *in place*, so hooks added through the bridge also

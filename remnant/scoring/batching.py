@@ -1,0 +1,123 @@
+"""Batched model calls: answer log-probabilities, next-token logits and greedy generation.
+
+Prompts are grouped by length (less padding) into batches; every call runs through
+``model.hf_model``, which the TransformerLens bridge wraps in place, so hooks added with
+``model.bridge.hooks(...)`` act on every score computed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from remnant.models.model import Model
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped by similar length (less padding), in batches of ``batch_size``."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (n, width) padded with ``pad_id`` on ``side`` (left or right), and the
+    attention mask (1 on real tokens)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def sequence_logprobs(
+    model: Model,
+    prompt_ids: Sequence[Sequence[int]],
+    continuation_ids: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 16,
+    padding_side: str = "right",
+) -> list[np.ndarray]:
+    """Per-token log-probabilities (natural log) of each continuation given its prompt."""
+    rows = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids)]
+    out: list[np.ndarray] = [np.zeros(0)] * len(rows)
+    pad_id = model.tokenizer.pad_token_id
+    for batch in length_batches([len(r) for r in rows], batch_size):
+        ids, mask = pad([rows[i] for i in batch], pad_id, padding_side)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = model.hf_model(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=positions.to(model.device),
+            ).logits.float()
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+        for row, i in enumerate(batch):
+            n_prompt, n_cont = len(prompt_ids[i]), len(continuation_ids[i])
+            offset = ids.shape[1] - len(rows[i]) if padding_side == "left" else 0
+            start = offset + n_prompt - 1
+            targets = ids[row, start + 1 : start + 1 + n_cont].to(logprobs.device)
+            picked = logprobs[row, start : start + n_cont].gather(-1, targets[:, None])[:, 0]
+            out[i] = picked.cpu().numpy().astype(np.float64)
+    return out
+
+
+def generate(
+    model: Model,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy continuations (special tokens removed) of already-encoded prompts."""
+    tokenizer = model.tokenizer
+    out = [""] * len(prompt_ids)
+    for batch in length_batches([len(p) for p in prompt_ids], batch_size):
+        ids, mask = pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id, "left")
+        with torch.no_grad():
+            generated = model.hf_model.generate(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        for row, i in enumerate(batch):
+            out[i] = tokenizer.decode(
+                generated[row, ids.shape[1] :], skip_special_tokens=True
+            ).strip()
+    return out
+
+
+def next_token_logits(
+    model: Model, prompt_ids: Sequence[Sequence[int]], *, batch_size: int = 16
+) -> torch.Tensor:
+    """Logits of the token that would follow each prompt, shape (n_prompts, vocab)."""
+    out = []
+    order: list[int] = []
+    for batch in length_batches([len(p) for p in prompt_ids], batch_size):
+        ids, mask = pad([prompt_ids[i] for i in batch], model.tokenizer.pad_token_id, "left")
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = (
+                model.hf_model(
+                    input_ids=ids.to(model.device),
+                    attention_mask=mask.to(model.device),
+                    position_ids=positions.to(model.device),
+                )
+                .logits[:, -1]
+                .float()
+                .cpu()
+            )
+        out.append(logits)
+        order += batch
+    stacked = torch.cat(out)
+    return stacked[torch.argsort(torch.tensor(order))]
