@@ -33,8 +33,8 @@ demo: setup
 	$(VENV)/bin/remnant demo
 
 lint: setup
-	$(VENV)/bin/ruff check remnant tests bench
-	$(VENV)/bin/ruff format --check remnant tests bench
+	$(VENV)/bin/ruff check remnant tests bench examples
+	$(VENV)/bin/ruff format --check remnant tests bench examples
 
 bench: setup
 	$(PY) bench/load_time.py

@@ -96,7 +96,8 @@ def main(
         traced_cells += batched[:, start:].size
         full_grid += batched.size
         print(
-            f"{item.question!r}: {len(fact['tokens'])} tokens, tracer ran {batched[:, start:].size} cells"
+            f"{item.question!r}: {len(fact['tokens'])} tokens, tracer ran "
+            f"{batched[:, start:].size} cells"
         )
     per_cell = naive_s / naive_cells
     print(f"{n_facts} facts, {n_samples} noise samples, {torch.get_num_threads()} threads")

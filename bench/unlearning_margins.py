@@ -8,7 +8,8 @@ the steps taken (of the maximum) and the margin to each bound of
 forget margin = before/2 − after (must be ≥ 0), retain margin = after − (before − 0.15)
 (must be ≥ 0). When the stop rule fires (column ``stop``: ``rule``; ``budget`` if it ran the
 whole maximum) the forget margin is ≥ 0 by construction, so the margins that matter are the
-retain margin and the budget left (steps taken of the maximum). One torch thread.
+retain margin and the budget left (steps taken of the maximum). One torch thread; seconds
+include copying the model in and writing the checkpoint (to a temporary folder).
 Usage: ``python bench/unlearning_margins.py [seeds] [methods]`` with comma-separated lists,
 e.g. ``0,1,2 ga,graddiff``.
 """
@@ -16,13 +17,15 @@ e.g. ``0,1,2 ga,graddiff``.
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from remnant.models import load_model
 from remnant.targets.synthetic import SyntheticWorld
-from remnant.unlearning import unlearn
+from remnant.unlearning import UnlearningSettings, unlearn
 
 METHODS = ("ga", "graddiff", "npo", "rmu")
 RETAIN_DROP = 0.15  # the test's bound on the held-out retain accuracy drop
@@ -39,10 +42,12 @@ def main(seeds: tuple[int, ...] = (0, 1, 2), methods: tuple[str, ...] = METHODS)
     worst: dict[str, tuple[float, float]] = {}
     for method in methods:
         for seed in seeds:
+            settings = UnlearningSettings(method=method, overrides={"seed": seed})
             started = time.perf_counter()
-            _, report = unlearn(tiny, target, method, seed=seed)
+            with tempfile.TemporaryDirectory(prefix="remnant-margins-") as tmp:
+                result = unlearn.run(tiny, target, settings, out=Path(tmp) / method)
             seconds = time.perf_counter() - started
-            before, after, training = report["before"], report["after"], report["training"]
+            before, after, training = result.before, result.after, result.training
             f0, f1 = before["forget"]["accuracy"], after["forget"]["accuracy"]
             r0, r1 = before["retain"]["accuracy"], after["retain"]["accuracy"]
             forget_margin, retain_margin = f0 / 2 - f1, r1 - (r0 - RETAIN_DROP)
@@ -57,7 +62,8 @@ def main(seeds: tuple[int, ...] = (0, 1, 2), methods: tuple[str, ...] = METHODS)
             )
     for method, (forget_margin, retain_margin) in worst.items():
         print(
-            f"worst {method}: forget margin {forget_margin:+.3f}, retain margin {retain_margin:+.3f}"
+            f"worst {method}: forget margin {forget_margin:+.3f}, "
+            f"retain margin {retain_margin:+.3f}"
         )
 
 

@@ -21,11 +21,13 @@ def check_output_free(path: str | os.PathLike[str], overwrite: bool = False) -> 
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` to write; it becomes ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path`` to write; it becomes ``path`` if the block
+    succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary new file would be
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -41,7 +43,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final`` that becomes ``final`` only if the block succeeds."""
+    """Yield a temporary folder beside ``final`` that becomes ``final`` only if the block
+    succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))

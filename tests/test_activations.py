@@ -13,6 +13,7 @@ from remnant.probes.activations import (
     extract_questions,
     hook_names,
 )
+from remnant.scoring import encode_prompts
 
 
 def test_subject_span_covers_exactly_the_subject_tokens(tiny, tiny_target):
@@ -20,6 +21,31 @@ def test_subject_span_covers_exactly_the_subject_tokens(tiny, tiny_target):
     (prompt,) = encode_with_subject_spans(tiny, [item.question], [item.subject], "plain")
     start, end = prompt.subject_span
     assert tiny.tokenizer.decode(prompt.ids[start:end]).strip() == item.subject
+
+
+def test_subject_span_in_completion_style_where_the_prompt_is_the_question(tiny, world):
+    entity = world.entities[2]
+    fact = world.facts[entity][0]
+    statement = fact.statements()[0]  # "{entity} was born in {value}."
+    texts = [statement[: statement.index(fact.value)].strip(), f"Ask {entity} about {entity}"]
+    prompts = encode_with_subject_spans(tiny, texts, [entity, entity], "completion")
+    for text, prompt in zip(texts, prompts):
+        assert list(prompt.ids) == encode_prompts(tiny, [text], "completion")[0]
+        assert prompt.ids[0] == tiny.tokenizer.bos_token_id  # special tokens as in plain
+        start, end = prompt.subject_span
+        assert tiny.tokenizer.decode(prompt.ids[start:end]).strip() == entity
+    assert prompts[0].subject_span[0] == 1  # the subject opens the text, right after BOS
+    assert prompts[1].subject_span[1] == len(prompts[1].ids)  # its last occurrence
+    acts = extract_questions(
+        tiny, texts, [entity, entity], position="subject_mean", prompt_style="completion"
+    )
+    for k, prompt in enumerate(prompts):
+        with torch.no_grad():
+            hidden = tiny.hf_model(torch.tensor([prompt.ids]), output_hidden_states=True)
+        start, end = prompt.subject_span
+        for layer in range(tiny.n_layers):
+            expected = hidden.hidden_states[layer][0, start:end].mean(0).numpy()
+            np.testing.assert_allclose(acts[k, layer], expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("position", ["last", "subject_last", "subject_mean"])

@@ -66,7 +66,7 @@ def test_probe_writes_probe_and_lens_results_with_figures(tiny, tiny_gold, tmp_p
 
     out = tmp_path / "probe"
     output = _run(
-        "probe", "--base", "tiny-synthetic", "--unlearned", "tiny-synthetic-gold",
+        "probe", "--original", "tiny-synthetic", "--unlearned", "tiny-synthetic-gold",
         "--target", "tiny-synthetic", "--out", str(out), "--tasks", "recall", "--folds", "3",
     )  # fmt: skip
     assert "recall" in output and "median rank" in output
@@ -105,7 +105,7 @@ def test_trace_then_diff_carries_the_storing_layers(tiny, tiny_gold, tmp_path):
             "--storing-from", str(tmp_path / "none.json"),
         ],
     )  # fmt: skip
-    assert missing.exit_code == 2 and "no file" in missing.output
+    assert missing.exit_code == 2 and "no saved result" in missing.output
 
 
 def test_ablate_writes_a_checkpoint_and_refuses_to_overwrite(tiny, tmp_path):
@@ -148,5 +148,27 @@ def test_demo_runs_every_stage_and_resumes_from_saved_results(tiny, tmp_path):
         assert (out / f"{name}.json").is_file(), name
     assert (out / "npo" / "remnant-unlearning.json").is_file()
     (out / "diff.json").unlink()
+    stale = json.loads((out / "lens.json").read_text())
+    stale["schema_version"] = 0  # as if saved by another version of remnant
+    (out / "lens.json").write_text(json.dumps(stale))
     second = _run(*args)
-    assert second.count("kept") == 5 and (out / "diff.json").is_file()
+    kept = {"eval", "unlearning", "probes", "trace", "validate", "compare"}
+    assert all(f"kept stage {name} " in second for name in kept), second
+    assert second.count("kept") == len(kept) and (out / "diff.json").is_file()
+    assert json.loads((out / "lens.json").read_text())["schema_version"] >= 1
+
+
+def test_help_says_what_remnant_does_and_version_prints():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "Audit a language model after machine unlearning" in result.output
+    assert "``" not in result.output and "front-end" not in result.output
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("remnant ")
+
+
+def test_choices_are_checked_by_the_parser():
+    result = runner.invoke(
+        app, ["eval", "--model", "tiny-synthetic", "--target", "demo", "--prompt-style", "Chat"]
+    )
+    assert result.exit_code == 2 and "Chat" in result.output

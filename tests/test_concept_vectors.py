@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +13,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from remnant.concept_vectors import (
     REPORT_FILE,
+    AblateResult,
+    AblateSettings,
     CompareResult,
     CompareSettings,
-    ConceptVectorError,
     LocateResult,
     LocateSettings,
     ValidateResult,
@@ -29,13 +31,17 @@ from remnant.concept_vectors import (
 )
 from remnant.concept_vectors.locate import TokenLookup, layer_scores
 from remnant.concept_vectors.vectors import down_proj_name
-from remnant.errors import IncompatibleModelsError, OutputExistsError
+from remnant.errors import (
+    ConceptVectorError,
+    IncompatibleModelsError,
+    OutputExistsError,
+    SettingsError,
+)
 from remnant.models import load_model
 from remnant.models.checkpoint import save_checkpoint
 from remnant.reports.figures.concept_vectors import comparison, located_by_layer, validation_drops
-from remnant.scoring import ScoringSettings
 
-FAST = ScoringSettings(batch_size=64, max_new_tokens=4)
+FAST = {"batch_size": 64, "max_new_tokens": 4}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,12 +64,12 @@ def target(tiny_target):
 
 @pytest.fixture(scope="module")
 def located(tiny, target) -> LocateResult:
-    return locate(tiny, target, LocateSettings(n_candidates=5))
+    return locate.run(tiny, target, LocateSettings(n_candidates=5))
 
 
 @pytest.fixture(scope="module")
 def validation_settings() -> ValidateSettings:
-    return ValidateSettings(n_candidates=2, greedy=False, n_random_sets=1, scoring=FAST)
+    return ValidateSettings(n_candidates=2, greedy=False, n_random_sets=1, **FAST)
 
 
 def _reference_score(model, sets, layer, index, top_k, min_words):
@@ -107,6 +113,9 @@ def test_vectorised_scores_equal_per_neuron_computation(tiny, target, located):
         (c["score"] for c in located.candidates), reverse=True
     )
     assert LocateResult.from_json(located.to_json()) == located
+    assert located.summary(2) == [
+        {k: c[k] for k in ("layer", "index", "sign", "score")} for c in located.candidates[:2]
+    ]
 
 
 @pytest.mark.parametrize("mode", ["zero", "noise", "project"])
@@ -141,8 +150,8 @@ def test_project_mode_removes_the_direction():
 
 def test_validation_is_seeded_and_never_edits_the_model(tiny, target, located, validation_settings):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
-    first = validate(tiny, target, validation_settings, located)
-    second = validate(tiny, target, validation_settings, located)
+    first = validate.run(tiny, target, validation_settings, located=located)
+    second = validate.run(tiny, target, validation_settings, located=located)
     assert first == second
     assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
     assert len(first.random) == 20 and first.n_forget == 8 and first.n_retain == 8
@@ -155,7 +164,18 @@ def test_validation_is_seeded_and_never_edits_the_model(tiny, target, located, v
     chosen = first.set_ablation["chosen"]
     assert chosen["forget_accuracy"] is not None and len(first.set_ablation["random"]) == 1
     assert ValidateResult.from_json(first.to_json()) == first
-    reseeded = validate(tiny, target, dataclasses.replace(validation_settings, seed=1), located)
+    assert (
+        first.settings["prompt_style"] in ("chat", "plain") and first.settings["batch_size"] == 64
+    )
+    summary = first.summary()
+    assert summary["n_validated"] == first.n_validated and summary["n_candidates"] == 2
+    assert (
+        summary["set_ablation"]["chosen"]["forget_accuracy_drop"]
+        == (chosen["forget_accuracy_drop"])
+    )
+    reseeded = validate.run(
+        tiny, target, dataclasses.replace(validation_settings, seed=1), located=located
+    )
     assert reseeded.random != first.random
     for figure in (located_by_layer(located), validation_drops(first)):
         assert figure.axes
@@ -163,15 +183,15 @@ def test_validation_is_seeded_and_never_edits_the_model(tiny, target, located, v
 
 def test_validation_refuses_vectors_located_on_another_model(tiny_gold, target, located):
     with pytest.raises(ConceptVectorError, match="locate them on the model you validate"):
-        validate(tiny_gold, target, ValidateSettings(scoring=FAST), located)
-    with pytest.raises(ConceptVectorError, match="n_random >= 20"):
+        validate.run(tiny_gold, target, ValidateSettings(**FAST), located=located)
+    with pytest.raises(SettingsError, match="n_random must be an integer >= 20"):
         ValidateSettings(n_random=5)
-    with pytest.raises(ConceptVectorError, match="needs greedy=True"):
+    with pytest.raises(SettingsError, match="needs greedy=True"):
         ValidateSettings(criterion="accuracy", greedy=False)
 
 
 def test_identical_models_compare_at_cosine_and_jaccard_one(tiny, target, located):
-    result = compare(tiny, tiny, target, located.vectors(3), signs=located.signs(3))
+    result = compare.run(tiny, tiny, target, vectors=located.vectors(3), signs=located.signs(3))
     for row in result.vectors + result.random:
         assert row["cosine"] == pytest.approx(1.0, abs=1e-6) and row["angle_degrees"] == 0.0
         assert row["jaccard"] == 1.0 and row["l2"] == 0.0
@@ -182,10 +202,13 @@ def test_identical_models_compare_at_cosine_and_jaccard_one(tiny, target, locate
 
 
 def test_gold_model_vectors_differ(tiny, tiny_gold, target, located):
-    result = compare(
-        tiny, tiny_gold, target, located.vectors(2), settings=CompareSettings(n_random=20)
+    result = compare.run(
+        tiny, tiny_gold, target, CompareSettings(n_random=20), vectors=located.vectors(2)
     )
-    assert result.summary["random"]["cosine"]["max"] < 0.99  # trained apart from the same seed
+    assert result.statistics["random"]["cosine"]["max"] < 0.99  # trained apart from the same seed
+    summary = result.summary()
+    assert summary["random"]["min"] == result.statistics["random"]["cosine"]["min"]
+    assert summary["vectors"]["mean"] == result.statistics["vectors"]["cosine"]["mean"]
 
 
 def test_compare_refuses_a_different_architecture(tiny, target, tmp_path):
@@ -202,50 +225,92 @@ def test_compare_refuses_a_different_architecture(tiny, target, tmp_path):
     other = LlamaForCausalLM(config)
     save_checkpoint(other.state_dict(), config, tiny.tokenizer, tmp_path / "other")
     with pytest.raises(IncompatibleModelsError, match="d_mlp 512 vs 256"):
-        compare(tiny, load_model(str(tmp_path / "other")), target, [(0, 1)])
+        compare.run(tiny, load_model(str(tmp_path / "other")), target, vectors=[(0, 1)])
 
 
-def test_ablated_checkpoint_reloads_and_differs_only_in_ablated_columns(tiny, target, tmp_path):
-    out = tmp_path / "ablated"
-    vectors = [(1, 5), (2, 7), (2, 300)]
-    result = ablate("tiny-synthetic", target, out, vectors=vectors, settings=FAST)
+VECTORS = ((1, 5), (2, 7), (2, 300))
+
+
+@pytest.fixture(scope="module")
+def ablated(target, tmp_path_factory) -> AblateResult:
+    """Three vectors zeroed in a checkpoint loaded from its spec."""
+    out = tmp_path_factory.mktemp("ablate") / "ablated"
+    return ablate.run("tiny-synthetic", target, AblateSettings(vectors=VECTORS, **FAST), out=out)
+
+
+def test_ablated_checkpoint_reloads_and_differs_only_in_ablated_columns(tiny, target, ablated):
+    out = Path(ablated.output)
     reloaded = load_model(str(out))
-    assert reloaded.content_hash == result.output_content_hash != result.source["content_hash"]
-    assert load_model("tiny-synthetic").content_hash == result.source["content_hash"]
-    original, ablated = tiny.state_dict(), reloaded.state_dict()
-    assert original.keys() == ablated.keys()
+    assert reloaded.content_hash == ablated.output_content_hash != ablated.source["content_hash"]
+    assert load_model("tiny-synthetic").content_hash == ablated.source["content_hash"]
+    original, edited = tiny.state_dict(), reloaded.state_dict()
+    assert original.keys() == edited.keys()
     for name, tensor in original.items():
-        changed = [i for layer, i in vectors if name == down_proj_name(layer)]
+        changed = [i for layer, i in VECTORS if name == down_proj_name(layer)]
         if not changed:
-            assert torch.equal(tensor, ablated[name]), name
+            assert torch.equal(tensor, edited[name]), name
             continue
         mask = torch.zeros(tensor.shape[1], dtype=torch.bool)
         mask[changed] = True
-        assert torch.equal(tensor[:, ~mask], ablated[name][:, ~mask])
-        assert (ablated[name][:, mask] == 0).all()
+        assert torch.equal(tensor[:, ~mask], edited[name][:, ~mask])
+        assert (edited[name][:, mask] == 0).all()
     report = json.loads((out / REPORT_FILE).read_text())
-    assert [(v["layer"], v["index"]) for v in report["vectors"]] == vectors
-    assert report["mode"] == "zero" and set(report["before"]) == {"forget", "retain"}
+    assert report["kind"] == "ablate" and AblateResult.load(out / REPORT_FILE) == ablated
+    assert [(v["layer"], v["index"]) for v in report["vectors"]] == list(VECTORS)
+    assert report["mode"] == "zero" and set(report["before"]) == {"forget", "retain", "seconds"}
     assert report["after"]["forget"]["n"] == 8
+    assert ablated.summary() == {
+        split: {
+            "before": ablated.before[split]["accuracy"],
+            "after": ablated.after[split]["accuracy"],
+        }
+        for split in ("forget", "retain")
+    }
     with pytest.raises(OutputExistsError):
-        ablate("tiny-synthetic", target, out, vectors=vectors)
+        ablate.run("tiny-synthetic", target, AblateSettings(vectors=VECTORS), out=out)
+
+
+def test_ablating_a_model_leaves_it_unchanged_and_measures_the_same(
+    tiny, target, ablated, tmp_path
+):
+    source_hash, weights = tiny.content_hash, {k: v.clone() for k, v in tiny.state_dict().items()}
+    settings = AblateSettings(vectors=VECTORS, **FAST)
+    result = ablate.run(tiny, target, settings, out=tmp_path / "ablated")
+    tiny.weights_changed()  # recompute, do not trust the cache
+    assert tiny.content_hash == source_hash == result.source["content_hash"]
+    assert all(torch.equal(weights[k], v) for k, v in tiny.state_dict().items())
+    # a Model and its spec give the same checkpoint and the same scores
+    assert result.output_content_hash == ablated.output_content_hash
+    for scores, expected in ((result.before, ablated.before), (result.after, ablated.after)):
+        assert {k: v for k, v in scores.items() if k != "seconds"} == {
+            k: v for k, v in expected.items() if k != "seconds"
+        }
+
+
+def test_an_existing_output_is_refused_before_any_work(tiny, target, tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("loaded or copied a model before checking the output")
+
+    monkeypatch.setattr(ablate, "load_model", no_work)
+    monkeypatch.setattr(ablate, "load_copy", no_work)
+    settings = AblateSettings(vectors=VECTORS)
+    for model in ("tiny-synthetic", tiny):
+        with pytest.raises(OutputExistsError, match="--overwrite"):
+            ablate.run(model, target, settings, out=tmp_path)
 
 
 def test_ablate_top_located_vectors_with_noise(target, tmp_path):
-    result = ablate(
-        "tiny-synthetic",
-        target,
-        tmp_path / "noisy",
-        n_vectors=2,
-        mode="noise",
-        sigma=0.5,
-        settings=FAST,
-    )
+    settings = AblateSettings(n_vectors=2, mode="noise", sigma=0.5, **FAST)
+    result = ablate.run("tiny-synthetic", target, settings, out=tmp_path / "noisy")
     assert result.selection.startswith("top 2 located") and result.sigma == 0.5
     assert [v["rank"] for v in result.vectors] == [0, 1]
-    with pytest.raises(ConceptVectorError, match="not both and not neither"):
-        ablate("tiny-synthetic", target, tmp_path / "x", vectors=[(0, 1)], n_vectors=1)
-    with pytest.raises(ConceptVectorError, match="mode must be one of"):
-        ablate("tiny-synthetic", target, tmp_path / "x", vectors=[(0, 1)], mode="erase")
+    with pytest.raises(SettingsError, match="not both and not neither"):
+        AblateSettings(vectors=[(0, 1)], n_vectors=1)
+    with pytest.raises(SettingsError, match="not both and not neither"):
+        AblateSettings()
+    with pytest.raises(SettingsError, match="mode must be one of"):
+        AblateSettings(vectors=[(0, 1)], mode="erase")
+    with pytest.raises(SettingsError, match="noise needs a positive sigma"):
+        AblateSettings(vectors=[(0, 1)], mode="noise", sigma=0.0)
     with pytest.raises(ConceptVectorError, match="no value vector"):
-        ablate("tiny-synthetic", target, tmp_path / "x", vectors=[(9, 1)])
+        ablate.run("tiny-synthetic", target, AblateSettings(vectors=[(9, 1)]), out=tmp_path / "x")

@@ -11,7 +11,7 @@ from remnant.models import load_model
 from remnant.models.cache import file_sha256
 from remnant.models.embedded import SMOLLM2_NAME, SMOLLM2_SHA256, smollm2_dir, smollm2_gguf
 from remnant.scoring import ScoringSettings, score_qa
-from remnant.targets import load_builtin_target
+from remnant.targets import load_builtin_target, load_target
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +53,30 @@ def test_demo_target_is_known_above_threshold(smol):
     scores = score_qa(smol, target.forget, ScoringSettings())
     assert scores["accuracy"] >= 0.6
     assert scores["accuracy"] == pytest.approx(target.metadata["forget_accuracy"], abs=0.001)
+
+
+def test_answerless_conceptvectors_target_scores_its_own_model_perfectly(smol, tmp_path):
+    """The references of an answer-less target are the model's greedy answers to the very
+    prompts that are scored, so the same model scores 1.0 (ROUGE-L match), even though the
+    file's questions carry a leading space and a trailing newline."""
+    from remnant.scoring import evaluate, reference_answers
+
+    forget = ["What is the capital city of Italy?", "Which river flows through Rome?"]
+    retain = ["What is the boiling point of water?", "Who wrote Hamlet?", "What is 2 + 3?"]
+    record = {
+        "Concept": "Italy",
+        "QA": [f" {q}\n" for q in forget],
+        "unrelated_QA": [f" {q}\n" for q in retain],
+        "wikipedia_content": "Italy is a country in southern Europe.",
+    }
+    path = tmp_path / "concepts.json"
+    path.write_text(json.dumps([record]))
+    settings = ScoringSettings(max_new_tokens=16)
+    target = load_target(
+        path, concept="Italy", answer_fn=lambda qs: reference_answers(smol, qs, settings)
+    )
+    assert [i.question for i in target.forget] == forget
+    result = evaluate(smol, target, settings)
+    for split in ("forget", "retain"):
+        assert result.splits[split]["match"] == "rouge_l"
+        assert result.splits[split]["accuracy"] == 1.0, result.splits[split]["items"]

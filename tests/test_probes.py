@@ -14,44 +14,47 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from remnant.errors import RemnantError, TargetError
+from remnant.errors import SettingsError, TargetError
+from remnant.models import load_model
 from remnant.probes import lens, linear
 from remnant.probes.activations import extract_questions
 from remnant.reports.figures.probes import lens_ranks, probe_accuracy
-from remnant.scoring import ScoringSettings, encode_prompts, format_prompt, next_token_logits
-from remnant.unlearning import unlearn
+from remnant.scoring import encode_prompts, format_prompt, next_token_logits
+from remnant.unlearning import UnlearningSettings, unlearn
 
 FAST = dict(folds=4, inner_folds=2, Cs=(0.01, 0.1, 1.0), n_bootstrap=500)
 
 
 @pytest.fixture(scope="module")
-def npo_last_block(tiny, tiny_target):
+def npo_last_block(tiny, tiny_target, tmp_path_factory):
     """NPO on the last block only; its greedy forget answers are gone (4 new tokens)."""
-    model, report = unlearn(
-        tiny,
-        tiny_target,
-        "npo",
-        settings=ScoringSettings(max_new_tokens=4),
-        lr=3e-3,
-        steps=24,
-        stop_fraction=None,
-        batch_size=8,
-        layers=(3,),
-        modules=(),
-        passages=False,
-        beta=0.1,
-        retain_weight=1.0,
-        seed=0,
+    out = tmp_path_factory.mktemp("unlearned") / "npo-last-block"
+    settings = UnlearningSettings(
+        method="npo",
+        max_new_tokens=4,
+        stop_rule=False,
+        overrides=dict(
+            lr=3e-3,
+            steps=24,
+            batch_size=8,
+            layers=(3,),
+            modules=(),
+            passages=False,
+            beta=0.1,
+            retain_weight=1.0,
+            seed=0,
+        ),
     )
-    assert report["after"]["forget"]["accuracy"] <= 0.05
-    assert report["after"]["retain"]["accuracy"] >= 0.5
-    return model
+    result = unlearn.run(tiny, tiny_target, settings, out=out)
+    assert result.after["forget"]["accuracy"] <= 0.05
+    assert result.after["retain"]["accuracy"] >= 0.5
+    return load_model(str(out))
 
 
 @pytest.fixture(scope="module")
 def gold_probes(tiny, tiny_gold, tiny_target):
     settings = linear.ProbeSettings(tasks=("truth", "recall"), **FAST)
-    return linear.analyze(tiny, tiny_gold, tiny_target, settings)
+    return linear.run(tiny, tiny_gold, tiny_target, settings)
 
 
 def _ci_low(curve):
@@ -62,7 +65,7 @@ def test_recall_probe_reads_knowledge_npo_left_below_the_last_block(
     tiny, npo_last_block, tiny_target
 ):
     settings = linear.ProbeSettings(tasks=("recall",), **FAST)
-    result = linear.analyze(tiny, npo_last_block, tiny_target, settings)
+    result = linear.run(tiny, npo_last_block, tiny_target, settings)
     recall = result.tasks["recall"]
     assert recall["n_items"] == len(tiny_target.forget)
     assert _ci_low(recall["unlearned"]).max() > recall["chance"]  # still readable somewhere
@@ -72,6 +75,7 @@ def test_recall_probe_reads_knowledge_npo_left_below_the_last_block(
     assert result.layers[0] == "embed.hook_out" and len(result.layers) == tiny.n_layers + 1
     (row,) = result.summary()
     assert row["unlearned"]["layer"] < tiny.n_layers and row["original"]["layer"] == tiny.n_layers
+    assert result.settings["tasks"] == ["recall"] and result.settings["Cs"] == [0.01, 0.1, 1.0]
 
 
 def test_gold_model_shows_no_forget_knowledge(gold_probes):
@@ -117,8 +121,8 @@ def test_truth_probe_scores_chance_from_the_answer_or_the_question_alone(tiny_ta
 
 def test_same_seed_same_numbers(tiny, tiny_gold, tiny_target):
     settings = linear.ProbeSettings(tasks=("concept",), folds=3, inner_folds=2, Cs=(0.1,))
-    first = linear.analyze(tiny, tiny_gold, tiny_target, settings)
-    again = linear.analyze(tiny, tiny_gold, tiny_target, settings)
+    first = linear.run(tiny, tiny_gold, tiny_target, settings)
+    again = linear.run(tiny, tiny_gold, tiny_target, settings)
     assert first.to_dict() == again.to_dict()
     assert linear.ProbeResult.from_json(first.to_json()) == first
     concept = first.tasks["concept"]
@@ -130,16 +134,22 @@ def test_same_seed_same_numbers(tiny, tiny_gold, tiny_target):
 def test_errors_say_what_to_fix(tiny, tiny_target):
     no_mcq = tiny_target.model_copy(update={"mcq": ()})
     with pytest.raises(TargetError, match="multiple-choice"):
-        linear.analyze(tiny, tiny, no_mcq, linear.ProbeSettings(tasks=("mcq",)))
+        linear.run(tiny, tiny, no_mcq, linear.ProbeSettings(tasks=("mcq",)))
     no_passages = tiny_target.model_copy(update={"forget_passages": ()})
     with pytest.raises(TargetError, match="passages"):
-        linear.analyze(tiny, tiny, no_passages, linear.ProbeSettings(tasks=("concept",)))
-    with pytest.raises(RemnantError, match="unknown probe task"):
+        linear.run(tiny, tiny, no_passages, linear.ProbeSettings(tasks=("concept",)))
+    with pytest.raises(SettingsError, match=r"ProbeSettings\.tasks must be .*'truth'"):
         linear.ProbeSettings(tasks=("vibes",))
-    with pytest.raises(RemnantError, match="at least 2"):
+    with pytest.raises(SettingsError, match=r"ProbeSettings\.folds must be an integer >= 2"):
         linear.ProbeSettings(folds=1)
+    with pytest.raises(SettingsError, match=r"ProbeSettings\.Cs must be"):
+        linear.ProbeSettings(Cs=[0.1, 0.0])
+    # lists are accepted and kept as tuples
+    as_lists = linear.ProbeSettings(tasks=["truth"], Cs=[0.1, 1.0])
+    assert as_lists == linear.ProbeSettings(tasks=("truth",), Cs=(0.1, 1.0))
+    assert as_lists.tasks == ("truth",) and as_lists.Cs == (0.1, 1.0)
     with pytest.raises(TargetError, match="forget"):
-        lens.analyze(tiny, tiny, tiny_target.model_copy(update={"forget": ()}))
+        lens.run(tiny, tiny, tiny_target.model_copy(update={"forget": ()}))
 
 
 def test_lens_on_the_last_block_reproduces_the_real_logits(tiny, tiny_target):
@@ -152,11 +162,19 @@ def test_lens_on_the_last_block_reproduces_the_real_logits(tiny, tiny_target):
 
 
 def test_lens_tracks_each_answer_through_the_layers(tiny, npo_last_block, tiny_target):
-    result = lens.analyze(tiny, npo_last_block, tiny_target)
+    result = lens.run(tiny, npo_last_block, tiny_target)
     assert len(result.items) == len(tiny_target.forget)
-    original, unlearned = result.summary["original"], result.summary["unlearned"]
+    original, unlearned = result.by_layer["original"], result.by_layer["unlearned"]
     assert original["top1"][-1] == 1.0  # the original answers every forget question
     assert unlearned["top1"][-1] < 0.5
+    summary = result.summary()
+    assert summary["original"]["output_median_rank"] == 1.0
+    assert summary["unlearned"]["output_median_rank"] > 1.0
+    for model, curves in result.by_layer.items():
+        best = summary[model]["best_layer"]
+        assert summary[model]["best_median_rank"] == curves["median_rank"][best]
+        assert curves["median_rank"][best] == min(curves["median_rank"])
+        assert curves["median_rank"][:best].count(min(curves["median_rank"])) == 0
     # below the changed block both models are the same network
     np.testing.assert_allclose(original["mean_prob"][:-1], unlearned["mean_prob"][:-1], atol=1e-5)
     row = result.items[0]

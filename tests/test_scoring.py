@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from remnant.errors import AnswerTokenizationError, NothingKnownError, RemnantError
 from remnant.scoring import (
+    ROUGE_L_THRESHOLD,
+    EvalResult,
     ScoringSettings,
     alias_match,
     bootstrap_ci,
@@ -15,15 +19,19 @@ from remnant.scoring import (
     encode_prompts,
     evaluate,
     format_prompt,
+    generate,
+    is_correct,
     known_forget_items,
+    match_label,
     normalize,
+    reference_answers,
     resolve_style,
     rouge_l_recall,
     score_mcq,
     score_qa,
     sequence_logprobs,
 )
-from remnant.targets import Target
+from remnant.targets import QAItem, Target, load_target
 
 FAST = ScoringSettings(max_new_tokens=8, batch_size=8, n_bootstrap=200)
 
@@ -37,6 +45,29 @@ def test_text_matching_rules():
     assert rouge_l_recall("the theory of relativity", "relativity theory of the") == 0.5
     assert rouge_l_recall("general relativity", "it is general relativity") == 1.0
     assert rouge_l_recall("a b c", "") == 0.0
+
+
+def test_is_correct_follows_the_item_match_mode():
+    alias = QAItem(question="Where was Ann born?", answer="Ulm", aliases=("Neu-Ulm",))
+    assert alias.match == "alias"
+    assert is_correct(alias, "She was born in Ulm, Germany.")
+    assert is_correct(alias, "In neu ulm.")
+    assert not is_correct(alias, "She was born in Ulmstadt.")
+    assert not is_correct(alias, "")
+    reference = "She was born in the city of Ulm"  # 8 words
+    rouge = QAItem(question="Where was Ann born?", answer=reference, match="rouge_l")
+    assert ROUGE_L_THRESHOLD == 0.5
+    assert is_correct(rouge, reference) and is_correct(rouge, f"Well, {reference.lower()}!")
+    assert is_correct(rouge, "she was born in Ulm")  # 5/8 of the words, in order
+    assert rouge_l_recall(reference, "born in the city") == 0.5
+    assert is_correct(rouge, "born in the city")  # exactly half: correct
+    assert not is_correct(rouge, "born in Ulm")  # 3/8
+    assert not is_correct(rouge, "Ulm city the of in born was she")  # the words, out of order
+    by_alias = QAItem(question="Where was Ann born?", answer="Ulm", aliases=("Munich",))
+    assert is_correct(by_alias, "Munich")
+    assert not is_correct(by_alias.model_copy(update={"match": "rouge_l"}), "Munich")  # no aliases
+    assert match_label([alias, alias]) == "alias" and match_label([rouge]) == "rouge_l"
+    assert match_label([alias, rouge]) == "mixed" and match_label([]) is None
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
@@ -96,8 +127,94 @@ def test_evaluate_is_deterministic_and_reports_every_split(tiny, tiny_target):
     forget = first.splits["forget"]
     assert forget["n"] == len(tiny_target.forget) and forget["accuracy"] >= 0.95
     assert forget["ci"][0] <= forget["accuracy"] <= forget["ci"][1]
-    assert first.settings["prompt_style"] == "plain"
+    assert first.settings == FAST.record(prompt_style="plain")
     assert type(first).from_json(first.to_json()) == first
+    summary = first.summary()
+    assert set(summary) == {"forget", "retain", "mcq"}
+    assert summary["forget"] == {
+        "n": forget["n"],
+        "accuracy": forget["accuracy"],
+        "ci": forget["ci"],
+        "answered_accuracy": forget["answered_accuracy"],
+        "match": "alias",
+    }
+    mcq = first.splits["mcq"]
+    assert summary["mcq"]["likelihood_accuracy"] == mcq["likelihood_accuracy"]
+    assert summary["mcq"]["chance"] == mcq["chance"] == 0.25
+    assert set(summary["mcq"]) == {
+        "n",
+        "accuracy",
+        "ci",
+        "answered_accuracy",
+        "likelihood_accuracy",
+        "chance",
+    }
+    assert EvalResult.from_dict(first.to_dict()).summary() == summary
+
+
+def test_greedy_generation_is_batch_invariant(tiny, tiny_target):
+    items = [*tiny_target.forget, *tiny_target.retain]
+    prompts = encode_prompts(
+        tiny, [format_prompt(tiny, i.question, "plain") for i in items], "plain"
+    )
+    texts = {b: generate(tiny, prompts, max_new_tokens=12, batch_size=b) for b in (1, 7, 16)}
+    assert len({len(p) for p in prompts}) > 1  # batches mix lengths: padding is exercised
+    assert texts[7] == texts[1] and texts[16] == texts[1]
+    assert all(texts[1])
+
+
+def _concept_vectors_file(path, world):
+    """A ConceptVectors-format file about two people of the synthetic world, with questions as
+    in the real file (a leading space and a trailing newline) and one repeated question."""
+    records = []
+    for person, others in ((0, (10, 11)), (1, (12,))):
+        entity = world.entities[person]
+        questions = [q for fact in world.facts[entity] for q in fact.questions()]
+        unrelated = [
+            fact.questions()[0] for other in others for fact in world.facts[world.entities[other]]
+        ]
+        records.append(
+            {
+                "Concept": entity,
+                "Layer": 1,
+                "Dim": 7,
+                "QA": [f" {q}\n" for q in questions + questions[:1]],
+                "text_completion": [f"{entity} was born in"],
+                "unrelated_QA": [f" {q}\n" for q in unrelated],
+                "wikipedia_content": "\n".join(world.facts[entity][0].statements()),
+            }
+        )
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_concept_vectors_references_are_the_answers_the_model_is_scored_on(tmp_path, tiny, world):
+    settings = ScoringSettings(max_new_tokens=12, batch_size=5, n_bootstrap=100)
+    path = _concept_vectors_file(tmp_path / "concepts.json", world)
+    asked: list[list[str]] = []
+
+    def answer_fn(questions):
+        asked.append(list(questions))
+        return reference_answers(tiny, questions, settings)
+
+    entity = world.entities[0]
+    target = load_target(path, concept=entity, answer_fn=answer_fn, answer_source="tiny")
+    items = [*target.forget, *target.retain]
+    assert asked == [[i.question for i in items]]  # asked exactly what is stored and scored
+    assert len(target.forget) == 8 and len(target.retain) == 8
+    assert all(i.match == "rouge_l" and not i.question.startswith(" ") for i in items)
+    assert target.metadata["match"] == "rouge_l" and target.metadata["answers_from"] == "tiny"
+    assert target.metadata["questions_dropped"] == 1  # the repeated question
+    result = evaluate(tiny, target, settings)
+    for split in ("forget", "retain"):
+        scores = result.splits[split]
+        assert scores["accuracy"] == 1.0 and scores["match"] == "rouge_l"
+        assert [r["generation"] for r in scores["items"]] == [
+            i.answer for i in getattr(target, split)
+        ]
+    # the tiny model answers in the trained layout, so the references hold the true values
+    facts = {f.questions()[0]: f.value for f in world.facts[entity]}
+    assert all(facts[i.question] in i.answer for i in target.forget if i.question in facts)
 
 
 def test_mcq_by_likelihood_and_by_letter(tiny, tiny_target):

@@ -221,6 +221,49 @@ def test_concept_vectors_answers_come_from_the_model_and_are_recorded(tmp_path):
     assert silent.retain == () and silent.metadata["unanswered_dropped"] == 1
     with pytest.raises(TargetError, match="at least one forget item"):
         load_target(path, concept="Paris", answer_fn=lambda qs: [" "] * len(qs))
+    assert all(i.match == "rouge_l" for i in (*target.forget, *target.retain))
+    assert target.metadata["match"] == "rouge_l"
+
+
+def test_concept_vectors_answers_are_asked_for_the_stored_questions(tmp_path):
+    entry = {
+        "Concept": "Harry Potter",
+        "QA": [
+            " Who is Harry Potter's best friend?\n",
+            "Who is Harry Potter's best friend?",  # the same once stripped
+            " \n",
+            " Which school does Harry Potter attend?\n",
+            "What is 2+2?",  # also unrelated: kept as a forget question only
+        ],
+        "unrelated_QA": [" What is 2+2?\n", "\tWhat is the capital of France? ", " What is 3+3?"],
+    }
+    path = _write(tmp_path / "concepts.json", [entry])
+    asked = []
+    answers = {
+        "Who is Harry Potter's best friend?": " Ron Weasley\n",
+        "Which school does Harry Potter attend?": "...",  # no word: cannot be matched
+        "What is 2+2?": "4",
+        "What is the capital of France?": "Paris",
+        "What is 3+3?": "",
+    }
+
+    def answer_fn(questions):
+        asked.extend(questions)
+        return [answers[q] for q in questions]
+
+    target = load_target(path, answer_fn=answer_fn)
+    assert asked == list(answers)  # stripped, empty and repeated questions dropped, in order
+    assert [(i.question, i.answer) for i in target.forget] == [
+        ("Who is Harry Potter's best friend?", "Ron Weasley"),
+        ("What is 2+2?", "4"),
+    ]
+    assert [(i.question, i.answer) for i in target.retain] == [
+        ("What is the capital of France?", "Paris")
+    ]
+    assert target.metadata["questions_dropped"] == 3
+    assert target.metadata["unanswered_dropped"] == 2
+    with pytest.raises(TargetError, match="4 answers to 5 questions"):
+        load_target(path, answer_fn=lambda qs: ["x"] * (len(qs) - 1))
 
 
 def test_builtin_targets():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import types
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from remnant.errors import IncompatibleModelsError
+from remnant.errors import IncompatibleModelsError, ResultFormatError, SettingsError
 from remnant.models import load_model
 from remnant.models.compat import check_compatible
 from remnant.probes.activations import encode_with_subject_spans
@@ -21,7 +22,6 @@ from remnant.tracing import (
     DiffSettings,
     ModelDiffResult,
     TraceSettings,
-    TracingError,
     causal_trace,
     model_diff,
     trace_fact,
@@ -65,13 +65,13 @@ def weights_before(tiny):
 
 @pytest.fixture(scope="module")
 def trace(tiny, tiny_target, weights_before) -> CausalTraceResult:
-    return causal_trace(tiny, tiny_target, TraceSettings(max_facts=3, n_samples=3))
+    return causal_trace.run(tiny, tiny_target, TraceSettings(max_facts=3, n_samples=3))
 
 
 @pytest.fixture(scope="module")
 def diff(tiny, perturbed, tiny_target, trace, weights_before) -> ModelDiffResult:
     settings = DiffSettings(max_facts=4, n_bootstrap=200)
-    return model_diff(tiny, perturbed, tiny_target, settings, storing_layers=[1, 2])
+    return model_diff.run(tiny, perturbed, tiny_target, settings, storing_layers=[1, 2])
 
 
 def test_restoring_every_layer_at_every_position_gives_the_clean_probability(tiny, fact):
@@ -138,9 +138,9 @@ def test_batched_trace_equals_one_forward_per_cell(tiny, fact):
 
 
 def test_trace_result_is_deterministic_and_round_trips(tiny, tiny_target, trace):
-    again = causal_trace(tiny, tiny_target, TraceSettings(max_facts=3, n_samples=3))
+    again = causal_trace.run(tiny, tiny_target, TraceSettings(max_facts=3, n_samples=3))
     assert again.to_dict() == trace.to_dict()
-    other = causal_trace(tiny, tiny_target, TraceSettings(max_facts=1, n_samples=3, seed=1))
+    other = causal_trace.run(tiny, tiny_target, TraceSettings(max_facts=1, n_samples=3, seed=1))
     assert other.facts[0]["corrupted_prob"] != trace.facts[0]["corrupted_prob"]
     assert CausalTraceResult.from_json(trace.to_json()) == trace
     assert len(trace.facts) == 3
@@ -171,11 +171,11 @@ def test_token_classes_and_storing_band():
 def test_patching_a_model_into_itself_changes_nothing(tiny, fact):
     _, prompt, answer_id = fact
     result = diff_fact(tiny, tiny, prompt.ids, answer_id)
-    assert result["p_base"] == result["p_unlearned"]
+    assert result["p_original"] == result["p_unlearned"]
     for direction in result["patched"].values():
         for scopes in direction.values():
             for values in scopes.values():
-                np.testing.assert_allclose(values, result["p_base"], atol=1e-6)
+                np.testing.assert_allclose(values, result["p_original"], atol=1e-6)
 
 
 def test_cross_model_patching_restores_exactly_where_it_should(tiny, perturbed, fact, diff):
@@ -192,18 +192,18 @@ def test_cross_model_patching_restores_exactly_where_it_should(tiny, perturbed, 
     patched = patched_probs(receiver, every_layer, donor.acts, answer_id)
     assert float(patched[0]) == pytest.approx(float(donor.probs[0, answer_id]), abs=1e-6)
 
-    p_base = np.array([f["p_base"] for f in diff.facts])
+    p_original = np.array([f["p_original"] for f in diff.facts])
     p_unlearned = np.array([f["p_unlearned"] for f in diff.facts])
-    assert np.abs(p_base - p_unlearned).max() > 0.05  # the perturbation matters
+    assert np.abs(p_original - p_unlearned).max() > 0.05  # the perturbation matters
     for f in diff.facts:
         restore, destroy = f["patched"]["restore"], f["patched"]["destroy"]
         # block outputs from the perturbed layer on fix everything downstream
         np.testing.assert_allclose(
-            restore["resid"]["all"][PERTURBED_LAYER:], f["p_base"], atol=1e-5
+            restore["resid"]["all"][PERTURBED_LAYER:], f["p_original"], atol=1e-5
         )
-        assert restore["resid"]["last"][-1] == pytest.approx(f["p_base"], abs=1e-5)
+        assert restore["resid"]["last"][-1] == pytest.approx(f["p_original"], abs=1e-5)
         # the perturbed MLP's output alone carries the whole difference
-        assert restore["mlp"]["all"][PERTURBED_LAYER] == pytest.approx(f["p_base"], abs=1e-5)
+        assert restore["mlp"]["all"][PERTURBED_LAYER] == pytest.approx(f["p_original"], abs=1e-5)
         assert destroy["mlp"]["all"][PERTURBED_LAYER] == pytest.approx(f["p_unlearned"], abs=1e-5)
         # layers before the perturbation are identical in both models
         assert restore["mlp"]["all"][0] == pytest.approx(f["p_unlearned"], abs=1e-5)
@@ -219,6 +219,43 @@ def test_diff_result_curves_and_round_trip(diff):
         assert curve["peak_layer"] == PERTURBED_LAYER
         assert curve["at_storing_layers"] is not None
     assert diff.storing_layers == [1, 2]
+    summary = diff.summary()
+    assert summary["original_prob"] == diff.original_prob["mean"]
+    assert summary["unlearned_prob"] == diff.unlearned_prob["mean"]
+    assert (summary["n_facts"], summary["n_affected"]) == (len(diff.facts), diff.n_affected)
+    assert len(summary["curves"]) == len(diff.curves)
+    (row,) = [
+        r
+        for r in summary["curves"]
+        if (r["direction"], r["site"], r["scope"]) == ("restore", "mlp", "all")
+    ]
+    assert (row["peak_layer"], row["at_storing_layers"]) == (
+        curve["peak_layer"],
+        curve["at_storing_layers"],
+    )
+
+
+def test_trace_and_diff_read_the_same_known_facts_at_the_same_tokens(trace, diff):
+    """One preamble: both take the known forget facts in order and read each answer in the
+    original model's own generation."""
+    assert trace.facts and len(diff.facts) == 4
+    for traced, patched in zip(trace.facts, diff.facts):
+        assert (traced["question"], traced["context"]) == (patched["question"], patched["context"])
+        assert traced["clean_prob"] == pytest.approx(patched["p_original"], abs=1e-5)
+
+
+def test_results_of_another_kind_or_version_are_refused(trace, diff, tmp_path):
+    for result, other in ((trace, diff), (diff, trace)):
+        cls = type(result)
+        data = result.to_dict()
+        assert cls.from_dict(data) == result
+        with pytest.raises(ResultFormatError, match=f"not a {result.kind!r} result"):
+            cls.from_dict(data | {"kind": other.kind})
+        with pytest.raises(ResultFormatError, match="schema version"):
+            cls.from_json(json.dumps(data | {"schema_version": result.schema_version + 1}))
+        saved = other.save(tmp_path / f"{other.kind}.json")
+        with pytest.raises(ResultFormatError, match=f"holds a {other.kind!r} result"):
+            cls.load(saved)
 
 
 def test_shared_model_weights_are_unchanged(tiny, weights_before, trace, diff):
@@ -237,11 +274,11 @@ def test_incompatible_models_and_bad_settings_are_refused(tiny):
     )
     with pytest.raises(IncompatibleModelsError, match="n_layers 4 vs 5"):
         check_compatible(tiny, other, "patch activations")
-    with pytest.raises(TracingError):
+    with pytest.raises(SettingsError, match=r"TraceSettings\.n_samples"):
         TraceSettings(n_samples=0)
-    with pytest.raises(TracingError):
+    with pytest.raises(SettingsError, match=r"TraceSettings\.noise_multiplier"):
         TraceSettings(noise_multiplier=-1)
-    with pytest.raises(TracingError):
+    with pytest.raises(SettingsError, match=r"DiffSettings\.min_drop"):
         DiffSettings(min_drop=0)
 
 

@@ -12,7 +12,12 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from remnant.cli import app
-from remnant.errors import OutputExistsError
+from remnant.errors import (
+    OutputExistsError,
+    RetrainUnavailableError,
+    SettingsError,
+    UnlearningError,
+)
 from remnant.models import Model, load_model
 from remnant.scoring import ScoringSettings, score_qa
 from remnant.targets import Target
@@ -21,13 +26,11 @@ from remnant.unlearning import (
     GAConfig,
     GradDiffConfig,
     NPOConfig,
-    RetrainUnavailableError,
     RMUConfig,
-    UnlearningError,
-    run_unlearning,
+    UnlearningResult,
+    UnlearningSettings,
     unlearn,
 )
-from remnant.unlearning import api as unlearning_api
 from remnant.unlearning.data import build_examples, collate, split_retain
 from remnant.unlearning.train import make_objective
 
@@ -42,43 +45,59 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _unlearn(model, target, method, out, stop_rule=True, **overrides) -> UnlearningResult:
+    settings = UnlearningSettings(method=method, overrides=overrides, stop_rule=stop_rule)
+    return unlearn.run(model, target, settings, out=out)
+
+
 @pytest.mark.parametrize("method", ["ga", "graddiff", "npo", "rmu", "retrain"])
-def test_method_forgets_and_keeps_retain(method: str, tiny: Model, tiny_target: Target) -> None:
+def test_method_forgets_and_keeps_retain(
+    method: str, tiny: Model, tiny_target: Target, tmp_path
+) -> None:
     source_hash = tiny.content_hash
-    unlearned, report = unlearn(tiny, tiny_target, method)
-    before, after = report["before"], report["after"]
+    out = tmp_path / method
+    result = _unlearn(tiny, tiny_target, method, out)
+    before, after = result.before, result.after
     assert before["forget"]["accuracy"] >= 0.9
     assert after["forget"]["accuracy"] <= before["forget"]["accuracy"] / 2
     assert after["retain"]["accuracy"] >= before["retain"]["accuracy"] - 0.15
-    assert report["method"] == method
-    split = report["retain_split"]
+    assert result.method == method
+    split = result.retain_split
     assert after["retain"]["n"] == before["retain"]["n"] == split["n_held_out"] > 0
-    assert report["retain_scored_on"].startswith("held-out retain items")
+    assert result.retain_scored_on.startswith("held-out retain items")
+    unlearned = load_model(str(out))  # the written checkpoint
     if method != "retrain":
-        rule = report["training"]["stop_rule"]
-        assert rule["fired"] and report["training"]["steps"] < report["training"]["max_steps"]
+        rule = result.training["stop_rule"]
+        assert rule["fired"] and result.training["steps"] < result.training["max_steps"]
         assert rule["checks"][-1]["forget_accuracy"] == after["forget"]["accuracy"], "same scorer"
-        # "forget after" reuses that last check: it must be what the returned model scores
+        # "forget after" reuses that last check: it must be what the written checkpoint scores
         rescored = score_qa(unlearned, tiny_target.forget, ScoringSettings())
         assert rescored["accuracy"] == after["forget"]["accuracy"]
         assert rescored["mean_logprob_sum"] == after["forget"]["mean_logprob_sum"]
-    assert report["source_model"]["content_hash"] == source_hash
-    assert unlearned.content_hash == report["unlearned_content_hash"] != source_hash
+    assert result.source_model["content_hash"] == source_hash
+    assert unlearned.content_hash == result.output_content_hash != source_hash
+    assert result.output == str(out)
+    assert UnlearningResult.load(out / REPORT_FILE) == result
+    assert result.summary() == {
+        "forget": {"before": before["forget"]["accuracy"], "after": after["forget"]["accuracy"]},
+        "retain": {"before": before["retain"]["accuracy"], "after": after["retain"]["accuracy"]},
+        "steps": None if method == "retrain" else result.training["steps"],
+    }
     tiny.weights_changed()  # recompute, do not trust the cache
     assert tiny.content_hash == source_hash, "the caller's Model must not change"
 
 
 def test_stop_rule_ends_a_large_budget_once_forget_accuracy_halves(
-    tiny: Model, tiny_target: Target
+    tiny: Model, tiny_target: Target, tmp_path
 ) -> None:
-    _, report = unlearn(tiny, tiny_target, "rmu", epochs=200.0)
-    training, rule = report["training"], report["training"]["stop_rule"]
-    n, batch = training["n_forget_examples"], report["hyperparameters"]["batch_size"]
+    result = _unlearn(tiny, tiny_target, "rmu", tmp_path / "rmu", epochs=200.0)
+    training, rule = result.training, result.training["stop_rule"]
+    n, batch = training["n_forget_examples"], result.hyperparameters["batch_size"]
     assert training["max_steps"] == math.ceil(200 * n / batch)
     assert rule["fired"] and training["steps"] == rule["fired_at_step"] < training["max_steps"] / 4
     checks, per_epoch = rule["checks"], math.ceil(n / batch)
     assert [c["step"] for c in checks] == [per_epoch * (k + 1) for k in range(len(checks))]
-    before = report["before"]["forget"]["accuracy"]
+    before = result.before["forget"]["accuracy"]
     assert rule["forget_accuracy_before"] == before and rule["check_every_steps"] == per_epoch
     assert checks[-1]["forget_accuracy"] <= before / 2
     assert all(c["forget_accuracy"] > before / 2 for c in checks[:-1])
@@ -86,15 +105,20 @@ def test_stop_rule_ends_a_large_budget_once_forget_accuracy_halves(
     assert training["epochs"] == round(training["steps"] * batch / n, 2)
 
 
-def test_without_stop_rule_the_whole_budget_runs(tiny: Model, tiny_target: Target) -> None:
+def test_without_stop_rule_the_whole_budget_runs(
+    tiny: Model, tiny_target: Target, tmp_path
+) -> None:
     # 30 forget examples (24 QA items, 6 passages): ceil(1.5 · 30 / 7) = 7 steps
-    _, report = unlearn(tiny, tiny_target, "graddiff", epochs=1.5, batch_size=7, stop_fraction=None)
-    training = report["training"]
+    result = _unlearn(
+        tiny, tiny_target, "graddiff", tmp_path / "gd", epochs=1.5, batch_size=7, stop_fraction=None
+    )
+    training = result.training
     assert training["n_forget_examples"] == 30
     assert training["max_steps"] == training["steps"] == len(training["forget_term"]) == 7
     assert training["stop_rule"] is None and training["epochs"] == round(7 * 7 / 30, 2)
-    _, report = unlearn(tiny, tiny_target, "ga", steps=3, epochs=100.0, stop_fraction=None)
-    assert report["training"]["max_steps"] == report["training"]["steps"] == 3
+    result = _unlearn(tiny, tiny_target, "ga", tmp_path / "ga", False, steps=3, epochs=100.0)
+    assert result.training["max_steps"] == result.training["steps"] == 3
+    assert result.training["stop_rule"] is None and result.hyperparameters["stop_fraction"] is None
 
 
 def test_step_budget_from_epochs() -> None:
@@ -112,40 +136,42 @@ def test_step_budget_from_epochs() -> None:
 
 
 def test_retain_items_scored_are_held_out_of_training(
-    tiny: Model, tiny_target: Target, monkeypatch
+    tiny: Model, tiny_target: Target, monkeypatch, tmp_path
 ) -> None:
     """What the retain term trains on and what "retain before/after" scores, as actually passed
     to the example builder and the scorer, are disjoint and together all retain items."""
     trained_on: list[list[str]] = []
     scored_on: list[list[str]] = []
-    accuracies = unlearning_api.accuracies
+    split_scores = unlearn.split_scores
 
     def spy_build(model, target, style, passages, retain_items=None):
         trained_on.append([i.question for i in retain_items])
         return build_examples(model, target, style, passages, retain_items)
 
-    def spy_accuracies(model, target, settings, *, retain_items=None, **kwargs):
+    def spy_split_scores(model, target, settings, *, retain_items=None, **kwargs):
         scored_on.append([i.question for i in retain_items])
-        return accuracies(model, target, settings, retain_items=retain_items, **kwargs)
+        return split_scores(model, target, settings, retain_items=retain_items, **kwargs)
 
-    monkeypatch.setattr(unlearning_api, "build_examples", spy_build)
-    monkeypatch.setattr(unlearning_api, "accuracies", spy_accuracies)
-    _, report = unlearn(tiny, tiny_target, "graddiff", steps=1, seed=3, retain_holdout=0.25)
+    monkeypatch.setattr(unlearn, "build_examples", spy_build)
+    monkeypatch.setattr(unlearn, "split_scores", spy_split_scores)
+    result = _unlearn(
+        tiny, tiny_target, "graddiff", tmp_path / "gd", steps=1, seed=3, retain_holdout=0.25
+    )
     (trained,) = trained_on
     assert len(scored_on) == 2 and scored_on[0] == scored_on[1], "before and after: same items"
     held_out, every = set(scored_on[0]), [i.question for i in tiny_target.retain]
     assert not held_out & set(trained) and held_out | set(trained) == set(every)
-    split = report["retain_split"]
+    split = result.retain_split
     assert split["n_held_out"] == round(0.25 * len(every)) == len(held_out)
     assert [every[i] for i in split["held_out"]] == scored_on[0]
     assert [every[i] for i in split["trained"]] == trained
-    assert report["training"]["n_retain_examples"] == len(trained) + len(
+    assert result.training["n_retain_examples"] == len(trained) + len(
         tiny_target.unrelated_passages
     )
     # the unrelated passages state every fact of the first 6 retain people (retain items 0..23)
     stated = sum(1 for i in split["held_out"] if i < 24)
     assert split["n_held_out_stated_in_passages"] == stated > 0
-    assert f"{stated} of them stated in the unrelated passages" in report["retain_scored_on"]
+    assert f"{stated} of them stated in the unrelated passages" in result.retain_scored_on
     assert split_retain(len(every), 0.25, 3) == (split["trained"], split["held_out"])
     assert split_retain(len(every), 0.25, 4) != split_retain(len(every), 0.25, 3)
     assert split_retain(1, 0.5, 0) == ([], [0]) and split_retain(2, 0.9, 0)[0] != []
@@ -170,18 +196,31 @@ def test_cli_unlearn_budget_options(tmp_path) -> None:
     assert result.exit_code == 2 and "not both" in result.output
 
 
-def test_checkpoint_reloads_with_identical_logits(tmp_path, tiny_target: Target) -> None:
-    settings = {"steps": 3, "lora_rank": 2, "layers": (2, 3)}
-    out = tmp_path / "npo"
-    report = run_unlearning("tiny-synthetic", tiny_target, "npo", out, **settings)
-    again, rerun = unlearn("tiny-synthetic", tiny_target, "npo", **settings)
-    assert rerun["training"]["forget_term"] == report["training"]["forget_term"], "same seed"
+def test_checkpoint_reloads_with_identical_logits(
+    tmp_path, tiny: Model, tiny_target: Target, monkeypatch
+) -> None:
+    overrides = {"steps": 3, "lora_rank": 2, "layers": "2, 3"}  # layers as typed on a command line
+    result = _unlearn("tiny-synthetic", tiny_target, "npo", tmp_path / "spec", **overrides)
+    trained: list[Model] = []  # the copy of ``tiny`` that the second run trains
+    load_copy = unlearn.load_copy
+
+    def spy_copy(model):
+        trained.append(load_copy(model))
+        return trained[-1]
+
+    monkeypatch.setattr(unlearn, "load_copy", spy_copy)
+    out = tmp_path / "model"
+    rerun = _unlearn(tiny, tiny_target, "npo", out, **overrides)
+    assert rerun.training["forget_term"] == result.training["forget_term"], "same seed"
+    assert rerun.output_content_hash == result.output_content_hash
+    (again,) = trained
     reloaded = load_model(str(out))
     ids = torch.tensor([[1, 50, 60, 70, 80]])
     with torch.no_grad():
         assert torch.equal(reloaded.hf_model(ids).logits, again.hf_model(ids).logits)
-    assert reloaded.content_hash == report["unlearned_content_hash"]
+    assert reloaded.content_hash == rerun.output_content_hash == again.content_hash
     saved = json.loads((out / REPORT_FILE).read_text())
+    assert saved["kind"] == "unlearning" and saved["hyperparameters"]["layers"] == [2, 3]
     assert saved["hyperparameters"]["lora_rank"] == 2 and saved["seed"] == 0
     assert set(saved["before"]) == {"forget", "retain", "seconds"}
     # LoRA was merged and removed: the hooked module tree is intact
@@ -191,21 +230,38 @@ def test_checkpoint_reloads_with_identical_logits(tmp_path, tiny_target: Target)
     assert not hasattr(again.hf_model, "peft_config")
 
 
-def test_existing_output_is_refused(tmp_path, tiny_target: Target) -> None:
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        run_unlearning("tiny-synthetic", tiny_target, "ga", tmp_path)
+def test_existing_output_is_refused_before_any_work(
+    tmp_path, tiny: Model, tiny_target: Target, monkeypatch
+) -> None:
+    def no_work(*args, **kwargs):
+        raise AssertionError("loaded or copied a model before checking the output")
+
+    monkeypatch.setattr(unlearn, "load_model", no_work)
+    monkeypatch.setattr(unlearn, "load_copy", no_work)
+    for model in ("tiny-synthetic", tiny):
+        for method in ("ga", "retrain"):
+            with pytest.raises(OutputExistsError, match="--overwrite"):
+                _unlearn(model, tiny_target, method, tmp_path)
 
 
-def test_bad_requests_say_what_to_fix(tiny: Model, tiny_target: Target) -> None:
-    with pytest.raises(UnlearningError, match="choose one of"):
-        unlearn(tiny, tiny_target, "forget-harder")
-    with pytest.raises(UnlearningError, match="no hyperparameter beta"):
-        unlearn(tiny, tiny_target, "ga", beta=0.5)
+def test_bad_requests_say_what_to_fix(tiny: Model, tiny_target: Target, tmp_path) -> None:
+    with pytest.raises(SettingsError, match="must be one of 'ga', 'graddiff'"):
+        UnlearningSettings(method="forget-harder")
+    with pytest.raises(SettingsError, match="no hyperparameter beta"):
+        UnlearningSettings(method="ga", overrides={"beta": 0.5})
+    with pytest.raises(SettingsError, match="not both"):
+        UnlearningSettings(method="ga", overrides={"stop_fraction": 0.3}, stop_rule=False)
+    with pytest.raises(SettingsError, match="needs a GAConfig"):
+        UnlearningSettings(method="ga", config=NPOConfig())
+    with pytest.raises(SettingsError, match="retrain has no hyperparameters"):
+        UnlearningSettings(method="retrain", overrides={"lr": 1e-4})
+    with pytest.raises(SettingsError, match="comma-separated integers"):
+        UnlearningSettings(method="ga", overrides={"layers": "2,three"})
     with pytest.raises(UnlearningError, match="RMU trains layers up to"):
         RMUConfig(layer=1, layers=(2,))
     other = tiny_target.model_copy(update={"forget": tiny_target.forget[:4]})
     with pytest.raises(RetrainUnavailableError, match="asks to forget something else"):
-        unlearn(tiny, other, "retrain")
+        _unlearn(tiny, other, "retrain", tmp_path / "retrain")
 
 
 # ---------------------------------------------------------------- losses by hand

@@ -13,8 +13,8 @@ of the same layers (random sign, seeded) say what "unchanged" looks like for thi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from remnant.errors import ConceptVectorError
 from remnant.models.compat import check_compatible
 from remnant.models.model import Model
 from remnant.results import Result
+from remnant.settings import Constraint, InstanceOf, Interval, Settings
 from remnant.targets.model import Target
 
 STATS = (
@@ -48,50 +49,72 @@ STATS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class CompareSettings:
-    """``top_k``, ``apply_final_norm``, ``min_chars`` and ``min_texts`` as in `LocateSettings`;
-    ``n_random`` random reference vectors drawn with ``seed``."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompareSettings(Settings):
+    """How the vectors are projected and how many random reference vectors are drawn."""
+
+    constraints: ClassVar[Mapping[str, Constraint]] = {
+        "top_k": Interval(int, 1),
+        "apply_final_norm": InstanceOf(bool),
+        "min_chars": Interval(int, 1),
+        "min_texts": Interval(int, 1),
+        "n_random": Interval(int, 1),
+    }
 
     top_k: int = 200
+    """Tokens kept per vocabulary projection, as in `LocateSettings`."""
     apply_final_norm: bool = True
+    """Fold the final RMSNorm weight into the projection, as in `LocateSettings`."""
     min_chars: int = 3
+    """As in `LocateSettings` (token sets)."""
     min_texts: int = 2
+    """As in `LocateSettings` (token sets)."""
     n_random: int = 100
+    """Random reference value vectors (layers of the compared vectors, random sign)."""
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if min(self.top_k, self.min_chars, self.min_texts, self.n_random) < 1:
-            raise ConceptVectorError("top_k, min_chars, min_texts and n_random must be at least 1")
+    """Seed of the random reference vectors and their signs."""
 
 
 @dataclasses.dataclass(frozen=True)
 class CompareResult(Result):
-    """Original versus unlearned value vectors (see module docstring). ``vectors`` and ``random``
-    hold one row per vector (layer, index, sign and the ``STATS``: cosine, angle in degrees, L2
-    distance in weight units, L2 relative to the original norm, top-k Jaccard, concept tokens among the top k and
-    concept fraction per model); ``summary`` gives, for both groups and each statistic, the mean,
-    min, 5th percentile, median and max."""
+    """Original versus unlearned value vectors (see the module docstring)."""
 
     kind = "compare"
 
     original: dict[str, Any]
+    """Identity of the original model."""
     unlearned: dict[str, Any]
+    """Identity of the unlearned model."""
     target: str
+    """Name of the target whose token sets give the concept overlaps."""
     settings: dict[str, Any]
+    """The `CompareSettings` used."""
     vectors: list[dict[str, Any]]
+    """One row per compared vector: layer, index, sign and the ``STATS``: cosine, angle in
+    degrees, L2 distance in weight units, L2 relative to the original norm, top-k Jaccard,
+    concept tokens among the top k and concept fraction per model."""
     random: list[dict[str, Any]]
-    summary: dict[str, dict[str, dict[str, float]]]
+    """The same rows for the random reference vectors."""
+    statistics: dict[str, dict[str, dict[str, float]]]
+    """For both groups (``vectors``, ``random``) and each statistic: the mean, min, 5th
+    percentile (``p5``), median and max."""
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean and min cosine of the compared vectors and of the random vectors."""
+        return {
+            group: {k: self.statistics[group]["cosine"][k] for k in ("mean", "min")}
+            for group in ("vectors", "random")
+        }
 
 
-def compare(
+def run(
     original: Model,
     unlearned: Model,
     target: Target,
-    vectors: Sequence[VectorRef],
-    *,
-    signs: Sequence[int] | None = None,
     settings: CompareSettings = CompareSettings(),
+    *,
+    vectors: Sequence[VectorRef],
+    signs: Sequence[int] | None = None,
 ) -> CompareResult:
     """Compare ``vectors`` (and random reference vectors) between the two models.
     ``signs`` (+1/-1 per vector, default +1) orients the vocabulary projections, e.g.
@@ -118,10 +141,10 @@ def compare(
         original=original.identity(),
         unlearned=unlearned.identity(),
         target=target.name,
-        settings=dataclasses.asdict(settings),
+        settings=settings.record(),
         vectors=chosen,
         random=reference,
-        summary={"vectors": _summary(chosen), "random": _summary(reference)},
+        statistics={"vectors": _statistics(chosen), "random": _statistics(reference)},
     )
 
 
@@ -163,7 +186,7 @@ def _stats(
     ]
 
 
-def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def _statistics(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out = {}
     for name in STATS:
         values = np.array([row[name] for row in rows], dtype=np.float64)

@@ -23,13 +23,26 @@ import torch
 from remnant.concept_vectors.vectors import VectorRef, check_vectors, down_proj
 from remnant.errors import ConceptVectorError
 from remnant.models.model import Model
+from remnant.settings import Constraint, Interval, OneOf, require
 
 Mode = Literal["zero", "noise", "project"]
 MODES: tuple[str, ...] = ("zero", "noise", "project")
 Hook = tuple[str, Callable]
 
+#: Constraints of the intervention settings shared by `ValidateSettings` and `AblateSettings`.
+INTERVENTION_CONSTRAINTS: dict[str, Constraint] = {
+    "mode": OneOf(MODES),
+    "sigma": Interval(float),
+}
+
+
+def require_noise_sigma(mode: str, sigma: float) -> None:
+    """The settings' cross-field rule: noise needs a positive sigma (else `SettingsError`)."""
+    require(mode != "noise" or sigma > 0, f"noise needs a positive sigma, not {sigma}")
+
 
 def check_mode(mode: str, sigma: float) -> None:
+    """Refuse an unknown mode, or noise without a positive sigma (`ConceptVectorError`)."""
     if mode not in MODES:
         raise ConceptVectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "noise" and not sigma > 0:
@@ -131,7 +144,7 @@ def edit_weights(
     seed: int = 0,
 ) -> None:
     """Apply ``mode`` to ``vectors`` in ``model``'s own weights, in place (only for a copy you
-    own: `ablate` loads one). The subject's cached content hash is dropped."""
+    own: `ablate.run` makes one). The model's cached content hash is dropped."""
     check_mode(mode, sigma)
     check_vectors(model, vectors)
     with torch.no_grad():

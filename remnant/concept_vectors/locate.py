@@ -25,8 +25,8 @@ write -v as readily as v (on SmolLM2 the clearest France/French/Paris vector is 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ from remnant.concept_vectors.vectors import (
 from remnant.errors import ConceptVectorError
 from remnant.models.model import Model
 from remnant.results import Result
+from remnant.scoring.statistics import rounded
+from remnant.settings import Constraint, InstanceOf, Interval, OneOf, Settings
 from remnant.targets.model import Target
 
 SCORE_DEFINITION = (
@@ -55,65 +57,99 @@ SCORE_DEFINITION = (
 
 
 @dataclasses.dataclass(frozen=True)
-class LocateSettings:
-    """``top_k`` tokens per projection (200 as in the paper); ``apply_final_norm`` folds the final
-    RMSNorm weight into the projection; ``signs``: score v and -v (``both``) or v only
-    (``positive``); ``min_words``: distinct concept words a ranked vector needs in its top k;
-    ``min_chars`` and ``min_texts``: see `remnant.concept_vectors.tokens`; ``n_candidates``: how
-    many top-ranked vectors are returned; ``n_show``: decoded tokens kept per candidate;
-    ``layers``: which layers to search (None: all); ``chunk``: value vectors per matmul (bounds
-    memory at chunk x vocab floats)."""
+class Layers(Constraint):
+    """None, or a non-empty list or tuple of layer numbers (non-negative Python integers)."""
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return True
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) > 0
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+            and min(value) >= 0
+        )
+
+    def describe(self) -> str:
+        return "a non-empty list of layer numbers >= 0 (or None: every layer)"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LocateSettings(Settings):
+    """How value vectors are projected, scored and reported."""
+
+    constraints: ClassVar[Mapping[str, Constraint]] = {
+        "top_k": Interval(int, 1),
+        "apply_final_norm": InstanceOf(bool),
+        "signs": OneOf(("both", "positive")),
+        "min_words": Interval(int, 1),
+        "min_chars": Interval(int, 1),
+        "min_texts": Interval(int, 1),
+        "n_candidates": Interval(int, 1),
+        "n_show": Interval(int, 1),
+        "layers": Layers(),
+        "chunk": Interval(int, 1),
+    }
 
     top_k: int = 200
+    """Tokens kept per vocabulary projection (200 as in the paper)."""
     apply_final_norm: bool = True
+    """Fold the final RMSNorm weight into the projection."""
     signs: Literal["both", "positive"] = "both"
+    """``both``: score v and -v and keep the better; ``positive``: v only."""
     min_words: int = 3
+    """Distinct concept words a vector's top k must hold for it to be ranked."""
     min_chars: int = 3
+    """Shortest token text (stripped) in a token set; see `remnant.concept_vectors.tokens`."""
     min_texts: int = 2
+    """Concept texts a forget-passage word must recur in; see `remnant.concept_vectors.tokens`."""
     n_candidates: int = 50
+    """How many top-ranked vectors are returned."""
     n_show: int = 20
+    """Decoded top tokens (and concept hits) kept per candidate."""
     layers: tuple[int, ...] | None = None
+    """Which layers to search (None: all)."""
     chunk: int = 4096
-
-    def __post_init__(self) -> None:
-        if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
-        if self.signs not in ("both", "positive"):
-            raise ConceptVectorError(f"signs must be 'both' or 'positive', not {self.signs!r}")
-        sizes = (self.top_k, self.min_words, self.min_chars, self.min_texts, self.n_candidates)
-        if min(*sizes, self.n_show, self.chunk) < 1:
-            raise ConceptVectorError(
-                "top_k, min_words, min_chars, min_texts, n_candidates, n_show and chunk must be "
-                "at least 1"
-            )
+    """Value vectors per matmul (bounds memory at chunk x vocab floats)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LocateResult(Result):
-    """Value vectors ranked by concept score (unitless, see ``score_definition``).
-
-    ``candidates``: up to ``n_candidates`` ranked vectors over all searched layers, best first,
-    each with layer, index, sign (+1: v, -1: -v carries the concept), score, concept and
-    background fractions, how many top-k tokens are concept tokens and how many distinct
-    concept words they spell, the vector's L2 norm, its first decoded top tokens and the concept
-    tokens among its top k. ``n_ranked``: vectors with enough concept words to be ranked.
-    ``layers``: per searched layer, the best ranked score (None if none), the 99th percentile
-    and the mean of all scores. ``score_quantiles``: quantiles of every searched vector's score.
-    """
+    """Value vectors ranked by concept score (unitless, see ``score_definition``)."""
 
     kind = "locate"
 
     model: dict[str, Any]
+    """Identity of the searched model (name, source, content hash, shape)."""
     target: str
+    """Name of the target whose concept was located."""
     settings: dict[str, Any]
+    """The `LocateSettings` used, with ``layers`` resolved to the searched layers."""
     score_definition: str
+    """The concept score, in words."""
     n_concept_tokens: int
+    """Size of the concept token set C."""
     n_background_tokens: int
+    """Size of the background token set B."""
     concept_tokens: list[str]
+    """The concept tokens, decoded, sorted."""
     n_ranked: int
+    """Vectors with enough concept words (``min_words``) in their top k to be ranked."""
     candidates: list[dict[str, Any]]
+    """Up to ``n_candidates`` ranked vectors over all searched layers, best first, each with
+    rank, layer, index, sign (+1: v, -1: -v carries the concept), score, concept and background
+    fractions, how many top-k tokens are concept tokens (``n_concept_in_top_k``) and how many
+    distinct concept words they spell (``n_concept_words``), the vector's L2 norm, its first
+    decoded top tokens and the concept tokens among its top k."""
     layers: list[dict[str, Any]]
+    """Per searched layer: the best ranked score (None if none is ranked), the 99th percentile
+    and the mean of all scores there."""
     score_quantiles: dict[str, float]
+    """Quantiles (50, 90, 99, 99.9) of every searched vector's score."""
+
+    def summary(self, n: int = 5) -> list[dict[str, Any]]:
+        """The ``n`` best candidates: layer, index, sign and score."""
+        return [{k: c[k] for k in ("layer", "index", "sign", "score")} for c in self.candidates[:n]]
 
     def vectors(self, n: int | None = None) -> list[VectorRef]:
         """(layer, index) of the ``n`` best-ranked candidates (all when None)."""
@@ -186,12 +222,10 @@ def layer_scores(
     return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
-def locate(
-    model: Model, target: Target, settings: LocateSettings = LocateSettings()
-) -> LocateResult:
+def run(model: Model, target: Target, settings: LocateSettings = LocateSettings()) -> LocateResult:
     """Rank every value vector of the searched layers by concept score (see module docstring)."""
     layers = list(range(model.n_layers)) if settings.layers is None else list(settings.layers)
-    if not layers or not all(0 <= layer < model.n_layers for layer in layers):
+    if not all(0 <= layer < model.n_layers for layer in layers):
         raise ConceptVectorError(
             f"layers must be a non-empty list within 0..{model.n_layers - 1}, not {layers}"
         )
@@ -215,7 +249,7 @@ def locate(
     return LocateResult(
         model=model.identity(),
         target=target.name,
-        settings=dataclasses.asdict(settings) | {"layers": layers},
+        settings=settings.record(layers=layers),
         score_definition=SCORE_DEFINITION,
         n_concept_tokens=len(sets.concept),
         n_background_tokens=len(sets.background),
@@ -225,15 +259,13 @@ def locate(
         layers=[
             {
                 "layer": layer,
-                "max_ranked_score": _round(row[ok].max()) if ok.any() else None,
-                "p99_score": _round(torch.quantile(row, 0.99)),
-                "mean_score": _round(row.mean()),
+                "max_ranked_score": rounded(row[ok].max()) if ok.any() else None,
+                "p99_score": rounded(torch.quantile(row, 0.99)),
+                "mean_score": rounded(row.mean()),
             }
             for layer, row, ok in zip(layers, scores, ranked)
         ],
-        score_quantiles={
-            key: round(float(q), 6) for key, q in zip(("50", "90", "99", "99.9"), quantiles)
-        },
+        score_quantiles={key: rounded(q) for key, q in zip(("50", "90", "99", "99.9"), quantiles)},
     )
 
 
@@ -261,18 +293,14 @@ def _describe(
                 "layer": layer,
                 "index": index,
                 "sign": sign,
-                "score": _round(parts["score"][index]),
-                "concept_fraction": _round(parts["concept_fraction"][index]),
-                "background_fraction": _round(parts["background_fraction"][index]),
+                "score": rounded(parts["score"][index]),
+                "concept_fraction": rounded(parts["concept_fraction"][index]),
+                "background_fraction": rounded(parts["background_fraction"][index]),
                 "n_concept_in_top_k": int(parts["n_concept"][index]),
                 "n_concept_words": int(parts["n_words"][index]),
-                "norm": _round(vector.norm()),
+                "norm": rounded(vector.norm()),
                 "top_tokens": decode([[i] for i in ids[: settings.n_show]]),
                 "concept_hits": decode([[i] for i in hits[: settings.n_show]]),
             }
         )
     return out
-
-
-def _round(value: torch.Tensor | float) -> float:
-    return round(float(value), 6)

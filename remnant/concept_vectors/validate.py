@@ -3,7 +3,7 @@ weights untouched) and compare the damage with the same intervention on random v
 
 Measures, over the target's forget and retain QA items (prompted as in `remnant.scoring`):
 mean answer log-probability (nats, summed over answer tokens, mean over items) and greedy
-accuracy (alias match, ``scoring.max_new_tokens`` new tokens). A *drop* is baseline minus
+accuracy (alias match, ``max_new_tokens`` new tokens). A *drop* is baseline minus
 intervened (positive = the intervention hurt).
 
 Criterion: a candidate is *validated* when its forget drop exceeds the ``percentile`` (95th)
@@ -25,28 +25,36 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from remnant.concept_vectors.interventions import Mode, check_mode, intervention_hooks
-from remnant.concept_vectors.locate import LocateResult, LocateSettings, locate
+from remnant.concept_vectors import locate
+from remnant.concept_vectors.interventions import (
+    INTERVENTION_CONSTRAINTS,
+    Mode,
+    intervention_hooks,
+    require_noise_sigma,
+)
+from remnant.concept_vectors.locate import LocateResult, LocateSettings
 from remnant.concept_vectors.vectors import VectorRef, random_vectors
 from remnant.errors import ConceptVectorError
 from remnant.models.model import Model
 from remnant.results import Result
 from remnant.scoring import (
     ScoringSettings,
-    alias_match,
     encode_answers,
     encode_prompts,
     format_prompt,
     generate,
+    is_correct,
     resolve_style,
     sequence_logprobs,
 )
+from remnant.scoring.statistics import rounded
+from remnant.settings import Constraint, InstanceOf, Interval, OneOf, require
 from remnant.targets.model import Target
 
 log = logging.getLogger(__name__)
@@ -58,81 +66,126 @@ CRITERION = (
 )
 UNITS = {
     "logprob": "log-prob in nats: mean over items of the summed answer log-probability",
-    "accuracy": "greedy accuracy: fraction of items whose generation matches an accepted answer",
+    "accuracy": "greedy accuracy: fraction of items whose generation states the answer "
+    "(`remnant.scoring.is_correct`)",
 }
 MEASURES = ("forget_logprob", "retain_logprob", "forget_accuracy", "retain_accuracy")
 
 
-@dataclasses.dataclass(frozen=True)
-class ValidateSettings:
-    """``n_candidates`` top located vectors are tested with intervention ``mode`` (``sigma``:
-    noise standard deviation) against ``n_random`` random vectors; ``criterion`` (``logprob`` or
-    ``accuracy``) and ``percentile`` set the criterion; ``greedy`` also scores greedy accuracy
-    per vector (costly: a generation per vector; required by the accuracy criterion); ``n_random_sets`` random sets for the set ablation; ``seed`` fixes every draw;
-    ``scoring`` prompts and batches the items (16 new tokens by default)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ValidateSettings(ScoringSettings):
+    """Which located vectors are tested, how, against what, and by which criterion; the scoring
+    fields prompt and batch the items (64 prompts per batch and 16 new tokens by default), and
+    ``seed`` fixes every random draw (random vectors, random sets, noise)."""
 
+    constraints: ClassVar[Mapping[str, Constraint]] = {
+        **INTERVENTION_CONSTRAINTS,
+        "n_candidates": Interval(int, 1),
+        "n_random": Interval(int, 20),
+        "criterion": OneOf(tuple(UNITS)),
+        "percentile": Interval(float, 0, 100, open_low=True, open_high=True),
+        "greedy": InstanceOf(bool),
+        "n_random_sets": Interval(int, 1),
+        "locate": InstanceOf(LocateSettings),
+    }
+
+    batch_size: int = 64
+    max_new_tokens: int = 16
     n_candidates: int = 10
+    """How many top located vectors are tested."""
     mode: Mode = "zero"
+    """The intervention (`remnant.concept_vectors.interventions`): zero, noise or project."""
     sigma: float = 0.1
+    """Noise standard deviation (mode ``noise``; weight units)."""
     n_random: int = 20
+    """Random value vectors as the reference; at least 20 (a percentile of fewer draws is
+    noise)."""
     criterion: Literal["logprob", "accuracy"] = "logprob"
+    """The measure a candidate's drops are judged in (see the module docstring)."""
     percentile: float = 95.0
+    """Percentile of the random vectors' forget drops a candidate's must exceed, in (0, 100)."""
     greedy: bool = True
+    """Also score greedy accuracy per vector (costly: a generation per vector; the accuracy
+    criterion needs it)."""
     n_random_sets: int = 5
-    seed: int = 0
-    scoring: ScoringSettings = ScoringSettings(batch_size=64, max_new_tokens=16)
+    """Random sets the set ablation is compared with."""
     locate: LocateSettings = LocateSettings()
+    """How the candidates are located when `run` is given none."""
 
-    def __post_init__(self) -> None:
-        check_mode(self.mode, self.sigma)
-        if self.n_candidates < 1 or self.n_random < 20 or self.n_random_sets < 1:
-            raise ConceptVectorError(
-                "need n_candidates >= 1, n_random >= 20 (a percentile of fewer draws is noise) "
-                "and n_random_sets >= 1"
-            )
-        if self.criterion not in UNITS:
-            raise ConceptVectorError(
-                f"criterion must be 'logprob' or 'accuracy', not {self.criterion!r}"
-            )
-        if self.criterion == "accuracy" and not self.greedy:
-            raise ConceptVectorError("the accuracy criterion needs greedy=True")
-        if not 0 < self.percentile < 100:
-            raise ConceptVectorError(f"percentile must lie in (0, 100), not {self.percentile}")
+    def check(self) -> None:
+        require_noise_sigma(self.mode, self.sigma)
+        require(
+            self.criterion != "accuracy" or self.greedy, "the accuracy criterion needs greedy=True"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class ValidateResult(Result):
-    """Causal validation of located vectors (see module docstring for measures and criterion).
-
-    ``baseline``: the four measures without intervention. ``candidates`` / ``random``: per
-    vector the measures under intervention and their drops (``*_drop``; accuracy ones None when
-    ``greedy`` is off), candidates also with located score, sign, top tokens, ``p_value``
-    ((1 + random draws whose forget drop in the criterion measure is at least as large) /
-    (1 + n_random)) and ``validated``. ``thresholds``: the criterion's measure and cut-offs.
-    ``expected_false_positives``: n_candidates x (1 - percentile / 100). ``set_ablation``: the chosen set and
-    its measures and drops beside each random set's, and the random sets' mean drops.
-    """
+    """Causal validation of located vectors (see the module docstring for the measures and the
+    criterion)."""
 
     kind = "validate"
 
     model: dict[str, Any]
+    """Identity of the model the vectors were located on and intervened in."""
     target: str
+    """Name of the target."""
     settings: dict[str, Any]
+    """The `ValidateSettings` used (prompt style resolved)."""
     criterion: str
+    """The validation criterion, in words, with its measure's unit."""
     n_forget: int
+    """Forget QA items scored."""
     n_retain: int
+    """Retain QA items scored."""
     n_interventions: int
+    """Scorings made: the baseline, one per random and candidate vector, the chosen set and
+    each random set."""
     baseline: dict[str, float | None]
+    """The four measures without intervention: ``forget_logprob`` and ``retain_logprob``
+    (nats: mean over items of the summed answer log-probability), ``forget_accuracy`` and
+    ``retain_accuracy`` (greedy, alias match)."""
     candidates: list[dict[str, Any]]
+    """Per tested candidate: layer, index, sign, located rank and score, top tokens, the four
+    measures under intervention and their drops (``*_drop`` = baseline - intervened; accuracy
+    ones None when ``greedy`` is off), ``p_value`` ((1 + random draws whose forget drop in the
+    criterion measure is at least as large) / (1 + n_random)) and ``validated``."""
     random: list[dict[str, Any]]
+    """Per random reference vector: layer, index, the measures and their drops."""
     thresholds: dict[str, Any]
+    """The criterion's ``measure`` and cut-offs: ``forget_drop`` (the percentile of the random
+    forget drops) and ``retain_drop_max`` (the largest random retain drop)."""
     n_validated: int
+    """Candidates that meet the criterion."""
     expected_false_positives: float
+    """Candidates expected to pass by chance: n_candidates x (1 - percentile / 100)."""
     set_ablation: dict[str, Any]
+    """All validated vectors at once (all candidates if none validated: ``source`` says which):
+    the ``vectors``, their measures and drops (``chosen``), each layer-matched random set's
+    (``random``) and the random sets' mean drops (``random_mean``); all with greedy accuracy."""
 
-    def validated_vectors(self) -> list[VectorRef]:
-        """(layer, index) of the validated candidates, best located first."""
-        return [(c["layer"], c["index"]) for c in self.candidates if c["validated"]]
+    def summary(self) -> dict[str, Any]:
+        """Validated and tested candidates, and the set ablation's drops beside the random
+        sets' mean drops."""
+        together = self.set_ablation
+        drops = [f"{m}_drop" for m in MEASURES]
+        return {
+            "n_validated": self.n_validated,
+            "n_candidates": len(self.candidates),
+            "measure": self.thresholds["measure"],
+            "set_ablation": {
+                "source": together["source"],
+                "n_vectors": len(together["vectors"]),
+                "chosen": {k: together["chosen"][k] for k in drops},
+                "random_mean": together["random_mean"],
+            },
+        }
+
+    def comparison_vectors(self) -> tuple[list[VectorRef], list[int]]:
+        """The vectors to compare with an unlearned model and their signs: the validated
+        candidates, or every tested candidate when none validated (as the set ablation does)."""
+        chosen = [c for c in self.candidates if c["validated"]] or self.candidates
+        return [(c["layer"], c["index"]) for c in chosen], [c["sign"] for c in chosen]
 
 
 class InterventionScorer:
@@ -149,7 +202,7 @@ class InterventionScorer:
         self.style = resolve_style(model, settings.prompt_style)
         items = [*target.forget, *target.retain]
         self.n_forget = len(target.forget)
-        self.accepted = [item.accepted_answers for item in items]
+        self.items = items
         self.prompts = encode_prompts(
             model, [format_prompt(model, i.question, self.style) for i in items], self.style
         )
@@ -177,27 +230,29 @@ class InterventionScorer:
         sums = np.array([lp.sum() for lp in logprobs])
         split = self.n_forget
         out: dict[str, float | None] = {
-            "forget_logprob": _round(sums[:split].mean()),
-            "retain_logprob": _round(sums[split:].mean()),
+            "forget_logprob": rounded(sums[:split].mean()),
+            "retain_logprob": rounded(sums[split:].mean()),
             "forget_accuracy": None,
             "retain_accuracy": None,
         }
         if texts is not None:
-            correct = np.array([alias_match(t, a) for t, a in zip(texts, self.accepted)])
-            out["forget_accuracy"] = _round(correct[:split].mean())
-            out["retain_accuracy"] = _round(correct[split:].mean())
+            correct = np.array([is_correct(item, t) for item, t in zip(self.items, texts)])
+            out["forget_accuracy"] = rounded(correct[:split].mean())
+            out["retain_accuracy"] = rounded(correct[split:].mean())
         return out
 
 
-def validate(
+def run(
     model: Model,
     target: Target,
     settings: ValidateSettings = ValidateSettings(),
+    *,
     located: LocateResult | None = None,
 ) -> ValidateResult:
     """Test the top located vectors causally against random ones (see module docstring).
-    ``located`` defaults to `locate` with ``settings.locate``; it must come from this model."""
-    located = located or locate(model, target, settings.locate)
+    ``located`` defaults to `locate.run` with ``settings.locate``; it must come from this
+    model."""
+    located = located or locate.run(model, target, settings.locate)
     if located.model["content_hash"] != model.content_hash:
         raise ConceptVectorError(
             f"the located vectors come from model {located.model['name']} "
@@ -211,7 +266,7 @@ def validate(
             f"tokens hold {located.settings['min_words']} concept words; lower min_words or give "
             "the target more specific keywords and answers"
         )
-    scorer = InterventionScorer(model, target, settings.scoring)
+    scorer = InterventionScorer(model, target, settings)
     rng = np.random.default_rng(settings.seed)
     refs = [(c["layer"], c["index"]) for c in chosen]
     layers = [layer for layer, _ in refs]
@@ -230,14 +285,14 @@ def validate(
 
     done = iter(range(1, n_single + settings.n_random_sets + 2))
 
-    def run(vectors: Sequence[VectorRef], greedy: bool) -> dict[str, float | None]:
+    def score(vectors: Sequence[VectorRef], greedy: bool) -> dict[str, float | None]:
         measured = scorer.measure(vectors, settings.mode, settings.sigma, settings.seed, greedy)
         log.info("scoring %d: %d vector(s) %s", next(done), len(vectors), measured)
         return measured
 
-    baseline = run([], True)
+    baseline = score([], True)
     random_rows = [
-        {"layer": ref[0], "index": ref[1], **_with_drops(run([ref], settings.greedy), baseline)}
+        {"layer": ref[0], "index": ref[1], **_with_drops(score([ref], settings.greedy), baseline)}
         for ref in randoms
     ]
     measure = settings.criterion
@@ -245,12 +300,12 @@ def validate(
     random_retain = np.array([r[f"retain_{measure}_drop"] for r in random_rows])
     thresholds = {
         "measure": measure,
-        "forget_drop": _round(np.percentile(random_forget, settings.percentile)),
-        "retain_drop_max": _round(random_retain.max()),
+        "forget_drop": rounded(np.percentile(random_forget, settings.percentile)),
+        "retain_drop_max": rounded(random_retain.max()),
     }
     candidate_rows = []
     for candidate, ref in zip(chosen, refs):
-        row = _with_drops(run([ref], settings.greedy), baseline)
+        row = _with_drops(score([ref], settings.greedy), baseline)
         forget, retain = row[f"forget_{measure}_drop"], row[f"retain_{measure}_drop"]
         validated = forget > thresholds["forget_drop"] and retain <= thresholds["retain_drop_max"]
         candidate_rows.append(
@@ -262,22 +317,20 @@ def validate(
                 "located_score": candidate["score"],
                 "top_tokens": candidate["top_tokens"][:10],
                 **row,
-                "p_value": _round((1 + (random_forget >= forget).sum()) / (1 + len(random_rows))),
+                "p_value": rounded((1 + (random_forget >= forget).sum()) / (1 + len(random_rows))),
                 "validated": bool(validated),
             }
         )
     validated_refs = [(r["layer"], r["index"]) for r in candidate_rows if r["validated"]]
     set_refs = validated_refs or refs
     set_ablation = _set_ablation(
-        set_refs, run, baseline, rng, model.d_mlp, excluded, settings.n_random_sets
+        set_refs, score, baseline, rng, model.d_mlp, excluded, settings.n_random_sets
     )
     set_ablation["source"] = "validated" if validated_refs else "all candidates (none validated)"
-    recorded = dataclasses.asdict(settings)
-    recorded["scoring"]["prompt_style"] = scorer.style
     return ValidateResult(
         model=model.identity(),
         target=target.name,
-        settings=recorded,
+        settings=settings.record(prompt_style=scorer.style),
         criterion=CRITERION.format(
             measure=measure, percentile=settings.percentile, unit=UNITS[measure]
         ),
@@ -289,14 +342,14 @@ def validate(
         random=random_rows,
         thresholds=thresholds,
         n_validated=len(validated_refs),
-        expected_false_positives=_round(len(refs) * (1 - settings.percentile / 100)),
+        expected_false_positives=rounded(len(refs) * (1 - settings.percentile / 100)),
         set_ablation=set_ablation,
     )
 
 
 def _set_ablation(
     refs: Sequence[VectorRef],
-    run,
+    score: Callable[[Sequence[VectorRef], bool], dict[str, float | None]],
     baseline: dict[str, float | None],
     rng: np.random.Generator,
     d_mlp: int,
@@ -305,19 +358,19 @@ def _set_ablation(
 ) -> dict[str, Any]:
     """The chosen set against ``n_sets`` layer-matched random sets, all with greedy accuracy."""
     layers = [layer for layer, _ in refs]
-    chosen = _with_drops(run(refs, True), baseline)
+    chosen = _with_drops(score(refs, True), baseline)
     random_sets = []
     for _ in range(n_sets):
         draw = random_vectors(layers, d_mlp, len(refs), rng, excluded)
         random_sets.append(
-            {"vectors": [list(v) for v in draw], **_with_drops(run(draw, True), baseline)}
+            {"vectors": [list(v) for v in draw], **_with_drops(score(draw, True), baseline)}
         )
     drops = [f"{m}_drop" for m in MEASURES]
     return {
         "vectors": [list(v) for v in refs],
         "chosen": chosen,
         "random": random_sets,
-        "random_mean": {k: _round(np.mean([r[k] for r in random_sets])) for k in drops},
+        "random_mean": {k: rounded(np.mean([r[k] for r in random_sets])) for k in drops},
     }
 
 
@@ -326,11 +379,7 @@ def _with_drops(
 ) -> dict[str, float | None]:
     """The measures plus ``<measure>_drop`` = baseline - measured (None without greedy)."""
     drops = {
-        f"{m}_drop": None if measured[m] is None else _round(baseline[m] - measured[m])
+        f"{m}_drop": None if measured[m] is None else rounded(baseline[m] - measured[m])
         for m in MEASURES
     }
     return {**measured, **drops}
-
-
-def _round(value: float) -> float:
-    return round(float(value), 6)

@@ -1,4 +1,5 @@
-"""Where remnant keeps converted and trained models: ``$REMNANT_HOME`` (default ``~/.cache/remnant``)."""
+"""Where remnant keeps converted and trained models: ``$REMNANT_HOME`` (default
+``~/.cache/remnant``), in folders keyed by everything that shapes their content."""
 
 from __future__ import annotations
 

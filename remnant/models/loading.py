@@ -64,7 +64,8 @@ def load_model(
 
     ``spec`` is an embedded name, a local Hugging Face folder, a Hub id or a ``.gguf`` file;
     ``adapter`` is a PEFT LoRA folder merged on top. CPU float32 unless told otherwise.
-    Pickle checkpoints are refused unless ``allow_pickle``; remote code unless ``trust_remote_code``.
+    Pickle checkpoints are refused unless ``allow_pickle``; remote code unless
+    ``trust_remote_code``.
     Every model passes the toolchain self-check (`remnant.models.toolchain`) or raises
     `ToolchainError`.
     """
@@ -102,11 +103,15 @@ def load_model(
 
 
 def load_copy(model: Model) -> Model:
-    """A separate copy of ``model`` (same weights, name and source) that the caller may edit:
-    its weights written to a temporary folder and loaded from there (self-check included)."""
+    """A separate copy of ``model`` (same weights, dtype, device, name and source) that the
+    caller may edit: its weights written to a temporary folder and loaded from there (the
+    self-check included)."""
     with tempfile.TemporaryDirectory(prefix="remnant-copy-") as tmp:
         model.save(Path(tmp) / "model")
-        copy = load_model(str(Path(tmp) / "model"), name=model.name)
+        weights = next(iter(model.parameters.values()))
+        copy = load_model(
+            str(Path(tmp) / "model"), name=model.name, device=weights.device, dtype=weights.dtype
+        )
     return dataclasses.replace(copy, source=model.source)
 
 
@@ -131,10 +136,11 @@ def _explain_load_failure(spec: str, path: str, exc: OSError, allow_pickle: bool
         if not allow_pickle and any(local.glob("*.bin")) and not any(local.glob("*.safetensors")):
             return ModelLoadError(
                 f"{local} holds only pickle weights (.bin), which can run code when loaded; "
-                "convert them to safetensors, or pass allow_pickle=True (--allow-pickle) if you trust them"
+                "convert them to safetensors, or pass allow_pickle=True (--allow-pickle) if you "
+                "trust them"
             )
         return ModelLoadError(f"cannot load the model in {local}: {exc}")
     return ModelNotFoundError(
-        f"cannot load {spec!r} from the Hugging Face Hub ({exc.__class__.__name__}). If this machine "
-        "is offline, download the model elsewhere and pass its folder, or a .gguf file"
+        f"cannot load {spec!r} from the Hugging Face Hub ({exc.__class__.__name__}). If this "
+        "machine is offline, download the model elsewhere and pass its folder, or a .gguf file"
     )

@@ -55,7 +55,8 @@ class Model:
 
     @cached_property
     def content_hash(self) -> str:
-        """sha256 over parameter names and bytes (tied weights counted once), first 16 hex digits."""
+        """sha256 over parameter names and bytes (tied weights counted once), first 16 hex
+        digits."""
         digest = hashlib.sha256()
         seen: set[int] = set()
         for name in sorted(self.parameters):

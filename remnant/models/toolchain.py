@@ -160,7 +160,8 @@ def _failure_message(name: str, failures: list[str], tolerance: float) -> str:
     installed = ", ".join(f"{k} {v}" for k, v in installed_versions().items())
     tested = ", ".join(f"{k} {v}" for k, v in TESTED_VERSIONS.items())
     return (
-        f"toolchain self-check failed on {name}: {'; '.join(failures)} (tolerance {tolerance:.3g}). "
+        f"toolchain self-check failed on {name}: {'; '.join(failures)} "
+        f"(tolerance {tolerance:.3g}). "
         f"Generations and activations from this model would be wrong, so remnant stops here. "
         f"Installed: {installed}. Tested: {tested}. Install the tested versions from remnant's "
         f"lock file: `pip install -r requirements.lock` in a clone of remnant (or `make setup`)."

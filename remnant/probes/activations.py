@@ -16,7 +16,15 @@ import torch
 
 from remnant.errors import RemnantError
 from remnant.models.model import Model
-from remnant.scoring import encode_prompts, format_prompt, resolve_style
+from remnant.scoring.batching import pad
+from remnant.scoring.prompts import (
+    Style,
+    adds_special_tokens,
+    encode_prompts,
+    format_prompt,
+    resolve_style,
+)
+from remnant.settings import PromptStyle
 
 Position = Literal["last", "subject_last", "subject_mean"]
 Site = Literal["resid", "mlp", "attn"]
@@ -32,7 +40,8 @@ class EncodedPrompt:
 
 def hook_names(model: Model, site: Site, layers: Sequence[int] | None = None) -> list[str]:
     """Canonical hook names: ``resid`` = embedding output then every block's output
-    (``embed.hook_out``, ``blocks.{i}.hook_out``); ``mlp`` / ``attn`` = each block's sublayer output."""
+    (``embed.hook_out``, ``blocks.{i}.hook_out``); ``mlp`` / ``attn`` = each block's sublayer
+    output."""
     layers = range(model.n_layers) if layers is None else layers
     if site == "resid":
         return ["embed.hook_out"] + [f"blocks.{i}.hook_out" for i in layers]
@@ -42,23 +51,23 @@ def hook_names(model: Model, site: Site, layers: Sequence[int] | None = None) ->
 
 
 def encode_with_subject_spans(
-    model: Model, texts: Sequence[str], subjects: Sequence[str | None], style: str = "plain"
+    model: Model, texts: Sequence[str], subjects: Sequence[str | None], style: Style = "plain"
 ) -> list[EncodedPrompt]:
-    """Format and encode prompts, locating the tokens that overlap each subject string
-    (its last occurrence inside the question)."""
-    formatted = [format_prompt(model, t, style) for t in texts] if style == "chat" else None
+    """Format and encode prompts as scoring does, locating the tokens that overlap each subject
+    string (its last occurrence inside the question). In ``completion`` style the prompt is the
+    question itself."""
     out = []
-    for k, text in enumerate(texts):
-        prompt = formatted[k] if formatted else format_prompt(model, text, style)
+    for text, subject in zip(texts, subjects, strict=True):
+        prompt = format_prompt(model, text, style)
         ids = encode_prompts(model, [prompt], style)[0]
-        span = None
-        if subjects[k]:
-            span = _token_span(model, prompt, text, subjects[k], style)
+        span = _token_span(model, prompt, text, subject, style) if subject else None
         out.append(EncodedPrompt(tuple(ids), span))
     return out
 
 
-def _token_span(model: Model, prompt: str, text: str, name: str, style: str) -> tuple[int, int]:
+def _token_span(model: Model, prompt: str, text: str, name: str, style: Style) -> tuple[int, int]:
+    """Token span [start, end) of the last occurrence of ``name`` in ``text``, where ``text``
+    is the last occurrence of the question in ``prompt`` (all of it in completion style)."""
     start_text = prompt.rfind(text)
     offset = text.rfind(name)
     if start_text < 0 or offset < 0:
@@ -66,7 +75,7 @@ def _token_span(model: Model, prompt: str, text: str, name: str, style: str) -> 
     char_start = start_text + offset
     char_end = char_start + len(name)
     encoding = model.tokenizer(
-        prompt, add_special_tokens=style != "chat", return_offsets_mapping=True
+        prompt, add_special_tokens=adds_special_tokens(style), return_offsets_mapping=True
     )
     hits = [
         i
@@ -118,13 +127,8 @@ def extract(
     pad_id = model.tokenizer.pad_token_id
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
-        width = max(len(p.ids) for p in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(batch):
-            ids[row, : len(prompt.ids)] = torch.tensor(prompt.ids)
-            mask[row, : len(prompt.ids)] = 1
-        weights = position_weights(batch, position, width).to(model.device)
+        ids, mask = pad([p.ids for p in batch], pad_id, "right")
+        weights = position_weights(batch, position, ids.shape[1]).to(model.device)
         rows = slice(start, start + len(batch))
 
         def reader(tensor: torch.Tensor, hook, rows=rows, weights=weights) -> torch.Tensor:
@@ -151,11 +155,11 @@ def extract_questions(
     site: Site = "resid",
     *,
     position: Position = "last",
-    prompt_style: str = "auto",
+    prompt_style: PromptStyle = "auto",
     batch_size: int = 16,
 ) -> np.ndarray:
     """Stacked activations (n_questions, n_hooks, d_model) of questions prompted as in scoring."""
-    style = resolve_style(model, prompt_style)  # type: ignore[arg-type]
+    style = resolve_style(model, prompt_style)
     prompts = encode_with_subject_spans(model, questions, subjects, style)
     names = hook_names(model, site)
     acts = extract(model, prompts, names, position=position, batch_size=batch_size)

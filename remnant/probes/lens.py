@@ -17,57 +17,69 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from remnant.errors import RemnantError, TargetError
+from remnant.errors import TargetError
 from remnant.models.compat import check_compatible
 from remnant.models.model import Model
 from remnant.probes.activations import EncodedPrompt, extract, hook_names
 from remnant.results import Result
-from remnant.scoring import PromptStyle, answer_contexts, resolve_style
+from remnant.scoring import answer_contexts, resolve_style
+from remnant.scoring.statistics import rounded
+from remnant.settings import ContextSettings
 from remnant.targets.model import Target
 
 
-@dataclasses.dataclass(frozen=True)
-class LensSettings:
-    """Where the lens reads (see the module docstring), prompting and batching; recorded."""
-
-    context: Literal["generation", "prompt"] = "generation"
-    prompt_style: PromptStyle = "auto"
-    max_new_tokens: int = 32
-    batch_size: int = 16
-
-    def __post_init__(self) -> None:
-        if self.context not in ("generation", "prompt"):
-            raise RemnantError(f"lens context must be generation or prompt, not {self.context!r}")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise RemnantError("batch_size and max_new_tokens must be at least 1")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LensSettings(ContextSettings):
+    """Where the lens reads (see the module docstring), prompting and batching; recorded in
+    every result. ``max_new_tokens`` bounds the original model's greedy answers that
+    ``context="generation"`` reads in."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LensResult(Result):
-    """Rank (1 = top token) and probability of each forget answer's first token per layer.
-
-    ``layers[i]`` names the hook of layer index ``i`` (0 = embedding output). Each entry of
-    ``items`` holds the question, answer, ``context`` (the generated text the prompt was
-    extended by; empty when read at the end of the prompt), ``answer_token`` (the token read)
-    and, per model, the per-layer ``{model}_rank`` and ``{model}_prob``. ``summary[model]``
-    holds per-layer ``median_rank``, ``mean_prob`` and ``top1`` (fraction of items whose answer
-    token ranks first).
-    """
+    """Logit lens: rank (1 = top token) and probability of each forget answer's first token at
+    every residual layer of the original and the unlearned model."""
 
     kind = "lens"
 
     original: dict[str, Any]
+    """Identity of the original model (name, source, content hash)."""
     unlearned: dict[str, Any]
+    """Identity of the unlearned model."""
     target: str
+    """Name of the target whose forget items were read."""
     settings: dict[str, Any]
+    """`LensSettings` used, with the prompt style ``auto`` resolved."""
     layers: list[str]
+    """``layers[i]`` names the hook of layer index ``i`` (0 = embedding output, then every
+    block output)."""
     items: list[dict[str, Any]]
-    summary: dict[str, dict[str, list[float]]]
+    """Per forget item: ``question``, ``answer``, ``context`` (the generated text the prompt
+    was extended by; empty when read at the end of the prompt), ``answer_token`` (the token
+    read) and, per model, the per-layer ``{model}_rank`` (1 = top) and ``{model}_prob`` (in
+    [0, 1])."""
+    by_layer: dict[str, dict[str, list[float]]]
+    """``by_layer[model]``: per-layer ``median_rank`` over the items, ``mean_prob`` and
+    ``top1`` (fraction of items whose answer token ranks first)."""
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per model: the best layer (lowest median rank; the earliest on ties), its median
+        rank, and the median rank at the output (last layer)."""
+        out = {}
+        for model, curves in self.by_layer.items():
+            ranks = curves["median_rank"]
+            best = min(range(len(ranks)), key=ranks.__getitem__)
+            out[model] = {
+                "best_layer": best,
+                "best_median_rank": ranks[best],
+                "output_median_rank": ranks[-1],
+            }
+        return out
 
 
 def lens_logits(model: Model, resid: torch.Tensor) -> torch.Tensor:
@@ -95,7 +107,7 @@ def answer_ranks(
     return torch.stack(ranks, 1).numpy(), torch.stack(probs, 1).double().numpy()
 
 
-def analyze(
+def run(
     original: Model,
     unlearned: Model,
     target: Target,
@@ -135,17 +147,22 @@ def analyze(
         }
         for key, (ranks, probs) in readouts.items():
             row[f"{key}_rank"] = [int(r) for r in ranks[k]]
-            row[f"{key}_prob"] = [round(float(p), 6) for p in probs[k]]
+            row[f"{key}_prob"] = [rounded(p) for p in probs[k]]
         items.append(row)
-    summary = {
+    by_layer = {
         key: {
             "median_rank": [float(np.median(col)) for col in ranks.T],
-            "mean_prob": [round(float(col.mean()), 6) for col in probs.T],
-            "top1": [round(float((col == 1).mean()), 6) for col in ranks.T],
+            "mean_prob": [rounded(col.mean()) for col in probs.T],
+            "top1": [rounded((col == 1).mean()) for col in ranks.T],
         }
         for key, (ranks, probs) in readouts.items()
     }
-    recorded = dataclasses.asdict(settings) | {"prompt_style": style}
     return LensResult(
-        original.identity(), unlearned.identity(), target.name, recorded, names, items, summary
+        original=original.identity(),
+        unlearned=unlearned.identity(),
+        target=target.name,
+        settings=settings.record(prompt_style=style),
+        layers=names,
+        items=items,
+        by_layer=by_layer,
     )

@@ -34,7 +34,7 @@ import dataclasses
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -43,14 +43,12 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from remnant.errors import RemnantError, TargetError
+from remnant.errors import TargetError
 from remnant.models.compat import check_compatible
 from remnant.models.model import Model
 from remnant.probes.activations import EncodedPrompt, extract, hook_names
 from remnant.results import Result
 from remnant.scoring import (
-    PromptStyle,
-    bootstrap_ci,
     encode_answers,
     encode_prompts,
     format_prompt,
@@ -58,6 +56,8 @@ from remnant.scoring import (
     normalize,
     resolve_style,
 )
+from remnant.scoring.statistics import bootstrap_ci, rounded
+from remnant.settings import Constraint, Interval, OneOf, ScoringSettings
 from remnant.targets.model import MCQItem, QAItem, Target
 
 TASKS = ("truth", "recall", "mcq", "concept")
@@ -72,62 +72,92 @@ _SENTENCE_END = re.compile(r"(?<=[a-z0-9]{2}[.!?])\s+")
 
 
 @dataclasses.dataclass(frozen=True)
-class ProbeSettings:
-    """How the probes are built, fitted and scored; recorded in every result.
+class _NonEmptySequence(Constraint):
+    """A non-empty list or tuple whose every element ``each`` accepts; ``optional`` allows
+    None."""
 
-    ``tasks=None`` runs every task the target has data for; naming a task the target cannot
-    support is an error. ``Cs`` is the grid of inverse L2 strengths searched by ``inner_folds``-fold
-    grouped cross-validation (log loss) inside every one of the ``folds`` outer folds.
-    """
+    each: Constraint
+    optional: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) > 0
+            and all(self.each.accepts(v) for v in value)
+        )
+
+    def describe(self) -> str:
+        text = f"a non-empty sequence, each {self.each.describe()}"
+        return text + (" (or None)" if self.optional else "")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProbeSettings(ScoringSettings):
+    """How the probes are built, fitted and scored; recorded in every result."""
+
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "tasks": _NonEmptySequence(OneOf(TASKS), optional=True),
+        "folds": Interval(int, 2),
+        "inner_folds": Interval(int, 2),
+        "Cs": _NonEmptySequence(Interval(float, 0, open_low=True)),
+        "tol": Interval(float, 0, open_low=True),
+        "max_iter": Interval(int, 1),
+    }
 
     tasks: tuple[str, ...] | None = None
+    """Probe tasks to run (see the module docstring); None runs every task the target has data
+    for, while naming a task the target cannot support is an error. A list is kept as a
+    tuple."""
     folds: int = 5
+    """Outer folds of the seeded group k-fold over the scored items (capped at the number of
+    held-out units)."""
     inner_folds: int = 3
+    """Grouped inner folds that choose the L2 strength inside every outer fold (log loss)."""
     Cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
+    """Grid of inverse L2 strengths searched by the inner cross-validation. A list is kept as
+    a tuple."""
     tol: float = 1e-3
+    """Stopping tolerance of the logistic regression."""
     max_iter: int = 1000
-    prompt_style: PromptStyle = "auto"
-    batch_size: int = 16
-    n_bootstrap: int = 1000
-    seed: int = 0
+    """Iteration limit of the logistic regression."""
 
-    def __post_init__(self) -> None:
-        unknown = set(self.tasks or ()) - set(TASKS)
-        if unknown:
-            raise RemnantError(
-                f"unknown probe task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}"
-            )
-        if self.tasks is not None and not self.tasks:
-            raise RemnantError("no probe task asked for; pass tasks=None to run every task")
-        if self.folds < 2 or self.inner_folds < 2:
-            raise RemnantError("folds and inner_folds must be at least 2")
-        if not self.Cs or min(self.Cs) <= 0 or self.tol <= 0:
-            raise RemnantError("Cs must be a non-empty grid of positive numbers, tol positive")
-        if self.batch_size < 1 or self.max_iter < 1 or self.n_bootstrap < 1:
-            raise RemnantError("batch_size, max_iter and n_bootstrap must be at least 1")
+    def check(self) -> None:
+        for name in ("tasks", "Cs"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
 
 
 @dataclasses.dataclass(frozen=True)
 class ProbeResult(Result):
-    """Held-out probe accuracy (fraction correct, mean over held-out items) per residual layer.
-
-    ``layers[i]`` names the hook of layer index ``i`` (0 = embedding output). ``tasks`` maps a
-    task name to ``chance``, ``counts_as_knowledge``, counts, and for ``original`` and
-    ``unlearned``: per-layer ``accuracy`` and ``ci`` (95% bootstrap over held-out items, over
-    swap sets for ``truth``), ``control_accuracy`` / ``control_ci`` (permuted labels),
-    ``selectivity``, and the ``best_layer`` (argmax of held-out accuracy, so its accuracy is
-    optimistic) with its scores; ``transfer`` holds the per-layer accuracy and ci of the
-    original's probes applied unchanged to the unlearned model.
-    """
+    """Held-out accuracy of linear probes at every residual layer of the original and the
+    unlearned model, with controls."""
 
     kind = "probes"
 
     original: dict[str, Any]
+    """Identity of the original model (name, source, content hash)."""
     unlearned: dict[str, Any]
+    """Identity of the unlearned model."""
     target: str
+    """Name of the target."""
     settings: dict[str, Any]
+    """`ProbeSettings` used, with ``tasks`` the tasks run and the prompt style ``auto``
+    resolved."""
     layers: list[str]
+    """``layers[i]`` names the hook of layer index ``i`` (0 = embedding output, then every
+    block output)."""
     tasks: dict[str, dict[str, Any]]
+    """Per task: ``chance``, ``counts_as_knowledge``, ``n_items``, ``n_held_out_examples``,
+    ``n_fit_only_examples``, ``n_folds``; for ``original`` and ``unlearned``: per-layer
+    ``accuracy`` (fraction correct, mean over held-out items) and ``ci`` (95% bootstrap over
+    held-out items, over swap sets for ``truth``), ``control_accuracy`` / ``control_ci``
+    (permuted labels), ``selectivity`` (accuracy - control accuracy), and the ``best_layer``
+    (argmax of held-out accuracy, so its accuracy is optimistic) with its ``best_accuracy``,
+    ``best_ci`` and ``best_selectivity``; ``transfer``: the per-layer ``accuracy`` and ``ci``
+    of the original's probes applied unchanged to the unlearned model."""
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per task: chance and, per model, the best layer, its accuracy, 95% CI and
@@ -170,7 +200,7 @@ class _Examples:
     n_items: int
 
 
-def analyze(
+def run(
     original: Model,
     unlearned: Model,
     target: Target,
@@ -189,11 +219,7 @@ def analyze(
         ]
         with threadpool_limits(1):  # many small fits: extra BLAS threads only contend
             results[examples.name] = _cross_validate(examples, feats[0], feats[1], settings)
-    recorded = dataclasses.asdict(settings) | {
-        "tasks": [t.name for t in tasks],
-        "Cs": list(settings.Cs),
-        "prompt_style": styles[1],
-    }
+    recorded = settings.record(tasks=[t.name for t in tasks], prompt_style=styles[1])
     return ProbeResult(
         original.identity(), unlearned.identity(), target.name, recorded, names, results
     )
@@ -443,7 +469,7 @@ def _cross_validate(
     curves = {k: _curve(v[:, held], groups[held], settings) for k, v in correct.items()}
     out: dict[str, Any] = {
         "counts_as_knowledge": examples.name in KNOWLEDGE_TASKS,
-        "chance": round(examples.chance, 6),
+        "chance": rounded(examples.chance),
         "n_items": examples.n_items,
         "n_held_out_examples": int(held.size),
         "n_fit_only_examples": int((~examples.scored).sum()),
@@ -453,7 +479,7 @@ def _cross_validate(
     for name in ("original", "unlearned"):
         accuracy, ci = curves[name]["accuracy"], curves[name]["ci"]
         control = curves[f"{name}_control"]
-        selectivity = [round(a - c, 6) for a, c in zip(accuracy, control["accuracy"])]
+        selectivity = [rounded(a - c) for a, c in zip(accuracy, control["accuracy"])]
         best = int(np.argmax(accuracy))
         out[name] = {
             "accuracy": accuracy,
@@ -489,7 +515,7 @@ def _curve(correct: np.ndarray, groups: np.ndarray, settings: ProbeSettings) -> 
     accuracy, ci = [], []
     for row in correct:
         per_item = np.bincount(index, weights=row.astype(np.float64)) / sizes
-        accuracy.append(round(float(per_item.mean()), 6))
+        accuracy.append(rounded(per_item.mean()))
         ci.append(
             list(bootstrap_ci(per_item, n_resamples=settings.n_bootstrap, seed=settings.seed))
         )

@@ -1,15 +1,26 @@
-"""Behavioural scoring: prompts in each style, batched model calls, answer matching (alias match,
-ROUGE-L recall), statistics (bootstrap CIs), QA and multiple-choice scores, answer contexts, and
-whole-target evaluation."""
+"""Behavioural scoring: prompts in each style (prompts), batched model calls (batching), answer
+matching by alias or ROUGE-L recall (matching), statistics with bootstrap CIs (statistics), QA
+scores and reference answers (qa), multiple-choice scores (mcq), answer contexts (contexts), and
+whole-target evaluation (evaluate)."""
 
 from remnant.scoring.batching import generate, next_token_logits, pad, sequence_logprobs
 from remnant.scoring.contexts import AnswerContext, answer_contexts
 from remnant.scoring.evaluate import EvalResult, evaluate
-from remnant.scoring.matching import alias_match, normalize, rouge_l_recall
+from remnant.scoring.matching import (
+    ROUGE_L_THRESHOLD,
+    alias_match,
+    is_correct,
+    match_label,
+    normalize,
+    rouge_l_recall,
+)
 from remnant.scoring.mcq import score_mcq
 from remnant.scoring.prompts import (
     MCQ_INSTRUCTION,
     PLAIN_TEMPLATE,
+    STYLES,
+    Style,
+    adds_special_tokens,
     answer_prefix,
     encode_answers,
     encode_prompts,
@@ -17,17 +28,29 @@ from remnant.scoring.prompts import (
     mcq_prompt,
     resolve_style,
 )
-from remnant.scoring.qa import known_forget_generations, known_forget_items, score_qa, split_scores
+from remnant.scoring.qa import (
+    accuracy_change,
+    known_forget_generations,
+    known_forget_items,
+    reference_answers,
+    score_qa,
+    split_scores,
+)
 from remnant.scoring.statistics import bootstrap_ci, mean, mean_ci, rounded
 from remnant.settings import PromptStyle, ScoringSettings
 
 __all__ = [
+    "accuracy_change",
     "MCQ_INSTRUCTION",
     "PLAIN_TEMPLATE",
     "AnswerContext",
     "EvalResult",
     "PromptStyle",
+    "ROUGE_L_THRESHOLD",
+    "STYLES",
     "ScoringSettings",
+    "Style",
+    "adds_special_tokens",
     "alias_match",
     "answer_contexts",
     "answer_prefix",
@@ -37,14 +60,17 @@ __all__ = [
     "evaluate",
     "format_prompt",
     "generate",
+    "is_correct",
     "known_forget_generations",
     "known_forget_items",
+    "match_label",
     "mcq_prompt",
     "mean",
     "mean_ci",
     "next_token_logits",
     "normalize",
     "pad",
+    "reference_answers",
     "resolve_style",
     "rouge_l_recall",
     "rounded",

@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from remnant.errors import RemnantError
 from remnant.models.model import Model
 from remnant.scoring.batching import generate
-from remnant.scoring.prompts import encode_answers, encode_prompts, format_prompt
+from remnant.scoring.prompts import (
+    Style,
+    answer_prefix,
+    encode_answers,
+    encode_prompts,
+    format_prompt,
+)
 from remnant.targets.model import QAItem
 
 
@@ -26,7 +32,7 @@ class AnswerContext:
 def answer_contexts(
     model: Model,
     items: Sequence[QAItem],
-    style: str,
+    style: Style,
     *,
     from_generation: bool = True,
     generations: Sequence[str] | None = None,
@@ -59,8 +65,10 @@ def answer_contexts(
             if span is None:
                 continue
             prefix, answer = text[: span[0]], text[span[0] : span[1]]
-            if prefix.endswith(" ") or (not prefix and style != "chat"):
+            if prefix.endswith(" "):
                 prefix, answer = prefix[:-1], " " + answer
+            elif not prefix:  # the answer opens the generation, after the style's separator
+                answer = answer_prefix(style) + answer
             prompts[k] = prompts[k] + tokenizer(prefix, add_special_tokens=False).input_ids
             answers[k] = tokenizer(answer, add_special_tokens=False).input_ids
             extensions[k] = prefix

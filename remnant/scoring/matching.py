@@ -1,9 +1,26 @@
-"""Answer matching: whether a generation states an accepted answer, and ROUGE-L recall."""
+"""Answer matching: whether a greedy generation answers a QA item correctly.
+
+Every correctness decision in remnant goes through `is_correct`, which applies the item's own
+match mode (`QAItem.match`): ``alias`` (an accepted answer occurs in the generation as a
+whole-word span, `alias_match`) or ``rouge_l`` (ROUGE-L recall of the reference answer against
+the generation, `rouge_l_recall`, at least `ROUGE_L_THRESHOLD`). Both compare `normalize`d
+text.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+
+from remnant.targets.model import QAItem
+
+ROUGE_L_THRESHOLD = 0.5
+"""Least ROUGE-L recall for the ``rouge_l`` match: at least half of the reference answer's
+words occur in the generation, in order. Recall, as RWKU and ConceptVectors score free-text
+answers, so that a generation may say more than the reference; turning the score into a
+correct / wrong decision at one half is remnant's choice: it tolerates rewording and truncation
+of a long answer, while a generation about something else rarely shares half of its words in
+order."""
 
 
 def normalize(text: str) -> str:
@@ -29,3 +46,20 @@ def rouge_l_recall(reference: str, generation: str) -> float:
             current.append(previous[j] + 1 if r == g else max(previous[j + 1], current[j]))
         previous = current
     return previous[-1] / len(ref)
+
+
+def is_correct(item: QAItem, generation: str) -> bool:
+    """Whether ``generation`` answers ``item``, judged by the item's match mode (see the module
+    docstring)."""
+    if item.match == "rouge_l":
+        return rouge_l_recall(item.answer, generation) >= ROUGE_L_THRESHOLD
+    return alias_match(generation, item.accepted_answers)
+
+
+def match_label(items: Sequence[QAItem]) -> str | None:
+    """The match mode of ``items`` (``alias`` or ``rouge_l``), ``mixed`` when they differ, None
+    for no items: what their accuracy means."""
+    modes = {item.match for item in items}
+    if not modes:
+        return None
+    return modes.pop() if len(modes) == 1 else "mixed"

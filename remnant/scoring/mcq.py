@@ -19,7 +19,7 @@ from remnant.scoring.prompts import (
     mcq_prompt,
     resolve_style,
 )
-from remnant.scoring.statistics import bootstrap_ci, mean
+from remnant.scoring.statistics import bootstrap_ci, mean, rounded
 from remnant.settings import ScoringSettings
 from remnant.targets.model import MCQItem
 
@@ -65,7 +65,7 @@ def score_mcq(
                 "answered": int(torch.argmax(logits[k])) in ids,
                 "likelihood_prediction": likelihood_pred,
                 "likelihood_correct": likelihood_pred == item.answer,
-                "choice_logprob_mean": [round(m, 6) for m in means],
+                "choice_logprob_mean": [rounded(m) for m in means],
             }
         )
     correct = [float(r["correct"]) for r in rows]

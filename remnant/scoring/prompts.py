@@ -1,36 +1,74 @@
 """Prompts: how a question becomes the text before its answer, in each prompt style, and how
-prompts and answers become token ids."""
+prompts and answers become token ids.
+
+The prompt styles (``ScoringSettings.prompt_style``):
+
+- ``chat``: the question as a user turn of the tokenizer's chat template, awaiting the
+  assistant's turn. The template carries its own special tokens (none are added when encoding)
+  and the answer opens the assistant's turn (no separator).
+- ``plain``: ``Question: {question}\\nAnswer:`` (`PLAIN_TEMPLATE`), encoded with the
+  tokenizer's special tokens (a BOS token, for tokenizers that add one); the answer follows
+  after a space.
+- ``completion``: the question text itself, verbatim, is the prompt: for cloze statements and
+  fill-in-the-blank probes ("Marie Curie was born in") that the answer continues, and for base
+  models that were never taught a question layout. Encoded and continued as in plain: special
+  tokens added, the answer after a space (so the text should not end in the space itself;
+  targets strip it anyway). A multiple-choice prompt (`mcq_prompt`: question, lettered options,
+  instruction) is likewise used verbatim, the letter following after a space.
+- ``auto``: chat when the tokenizer has a chat template, else plain (`resolve_style`).
+
+The functions below other than `resolve_style` take a resolved style (chat, plain or completion)
+and refuse others with a `SettingsError`: a misspelt style never falls back to another layout.
+"""
 
 from __future__ import annotations
 
 import string
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
-from remnant.errors import AnswerTokenizationError, RemnantError
+from remnant.errors import AnswerTokenizationError, SettingsError
 from remnant.models.model import Model
-from remnant.settings import PromptStyle
+from remnant.settings import PROMPT_STYLES, PromptStyle
 from remnant.targets.model import MCQItem
 
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 MCQ_INSTRUCTION = "Answer with the letter of the correct option."
 
 Style = Literal["chat", "plain", "completion"]
+STYLES: tuple[str, ...] = get_args(Style)
 
 
 def resolve_style(model: Model, style: PromptStyle) -> Style:
-    """``auto`` means the chat template when the tokenizer has one, else the plain layout."""
+    """The style ``style`` stands for with ``model``: ``auto`` means the chat template when
+    the tokenizer has one, else plain; ``chat`` needs a chat template."""
+    if style not in PROMPT_STYLES:
+        raise SettingsError(
+            f"prompt style must be one of {', '.join(PROMPT_STYLES)}, not {style!r}"
+        )
     has_template = bool(getattr(model.tokenizer, "chat_template", None))
     if style == "chat" and not has_template:
-        raise RemnantError(f"{model.name} has no chat template; use prompt style 'plain'")
+        raise SettingsError(
+            f"{model.name} has no chat template; use prompt style 'plain' or 'completion'"
+        )
     if style == "auto":
         return "chat" if has_template else "plain"
     return style
 
 
+def _resolved(style: str) -> Style:
+    if style not in STYLES:
+        raise SettingsError(
+            f"prompt style must be a resolved one ({', '.join(STYLES)}), not {style!r}; "
+            "turn 'auto' into one with resolve_style"
+        )
+    return style  # type: ignore[return-value]
+
+
 def format_prompt(model: Model, question: str, style: Style) -> str:
     """The text before the answer: a chat turn awaiting the assistant (``chat``),
     ``Question: … Answer:`` (``plain``), or the question text itself (``completion``)."""
+    style = _resolved(style)
     if style == "chat":
         return model.tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
@@ -40,18 +78,25 @@ def format_prompt(model: Model, question: str, style: Style) -> str:
     return PLAIN_TEMPLATE.format(question=question)
 
 
-def encode_prompts(model: Model, prompts: Sequence[str], style: str) -> list[list[int]]:
-    """Token ids of formatted prompts (chat templates carry their own special tokens)."""
-    add_special = style != "chat"
+def adds_special_tokens(style: Style) -> bool:
+    """Whether encoding a prompt of ``style`` adds the tokenizer's special tokens: yes in
+    plain and completion style; no in chat, whose template writes its own."""
+    return _resolved(style) != "chat"
+
+
+def encode_prompts(model: Model, prompts: Sequence[str], style: Style) -> list[list[int]]:
+    """Token ids of formatted prompts (with special tokens as `adds_special_tokens` says)."""
+    add_special = adds_special_tokens(style)
     return [model.tokenizer(p, add_special_tokens=add_special).input_ids for p in prompts]
 
 
-def answer_prefix(style: str) -> str:
-    """What separates the prompt from the answer: a space, except in chat (a new turn)."""
-    return "" if style == "chat" else " "
+def answer_prefix(style: Style) -> str:
+    """What separates the prompt from the answer: nothing in chat (the answer opens the
+    assistant's turn), a space in plain and completion style."""
+    return "" if _resolved(style) == "chat" else " "
 
 
-def encode_answers(model: Model, answers: Sequence[str], style: str) -> list[list[int]]:
+def encode_answers(model: Model, answers: Sequence[str], style: Style) -> list[list[int]]:
     """Answer token ids as they follow the prompt (after `answer_prefix`)."""
     prefix = answer_prefix(style)
     encoded = [model.tokenizer(prefix + a, add_special_tokens=False).input_ids for a in answers]

@@ -16,13 +16,16 @@ from typing import Any
 import yaml
 
 from remnant.errors import TargetError
-from remnant.targets.model import Target
+from remnant.targets.model import Target, strip_text
 from remnant.targets.synthetic import SyntheticWorld
 
 FORMATS = ("remnant", "tofu", "muse", "wmdp", "rwku", "conceptvectors")
 BUILTIN = ("demo", "tiny-synthetic")
 
-#: Answers the original model for questions without reference answers (ConceptVectors).
+#: Reference answers for questions that have none (ConceptVectors): one answer per question,
+#: in order. The questions are already normalised exactly as the target will store and score
+#: them (`strip_text`), so the answers must be generated from them as given, in the prompts
+#: scoring uses (`remnant.scoring.reference_answers` does both).
 AnswerFn = Callable[[Sequence[str]], list[str]]
 
 _RECORD_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
@@ -246,11 +249,24 @@ def _from_rwku(path: Path, files: list[Path], name: str) -> Target:
 def _from_concept_vectors(
     file: Path, concept: str | None, answer_fn: AnswerFn | None, answer_source: str
 ) -> Target:
+    """One concept of a ConceptVectors file: its ``QA`` questions are forgotten, its
+    ``unrelated_QA`` kept, its Wikipedia paragraphs are the forget passages.
+
+    The format has no reference answers: ``answer_fn`` (the original model's greedy answers,
+    `remnant.scoring.reference_answers`) supplies them, for the questions exactly as the target
+    stores and scores them (stripped as `Text` strips, empty and repeated ones dropped, retain
+    questions that are also forget questions dropped). Items whose answer has no word in it are
+    dropped; the rest are judged by ROUGE-L recall (``match="rouge_l"``), since a long free-text
+    answer seldom recurs word for word.
+    """
+    from remnant.scoring.matching import normalize  # scoring imports targets: import late
+
     entries = _records(file, ("Concept", "QA"))
     names = [str(e["Concept"]) for e in entries]
     if concept is None and len(entries) > 1:
         raise TargetError(
-            f"{file} holds {len(entries)} concepts; pick one with --concept ({', '.join(names[:8])}, ...)"
+            f"{file} holds {len(entries)} concepts; pick one with --concept "
+            f"({', '.join(names[:8])}, ...)"
         )
     if concept is not None and concept not in names:
         raise TargetError(f"{file}: no concept {concept!r}; available: {', '.join(names[:8])}, ...")
@@ -260,28 +276,45 @@ def _from_concept_vectors(
             "ConceptVectors entries have no reference answers: pass --model (the original model) "
             "so that its greedy answers become the references"
         )
-    forget_questions = [str(q) for q in entry["QA"]]
-    retain_questions = [str(q) for q in entry.get("unrelated_QA", [])]
-    answers = answer_fn(forget_questions + retain_questions)
-    rows = [
-        {"question": q, "answer": a.strip()}
-        for q, a in zip(forget_questions + retain_questions, answers)
-    ]
-    forget = [r for r in rows[: len(forget_questions)] if r["answer"]]
-    retain = [r for r in rows[len(forget_questions) :] if r["answer"]]
+    raw = {"forget": entry["QA"], "retain": entry.get("unrelated_QA") or []}
+    for key, listed in zip(("QA", "unrelated_QA"), raw.values()):
+        if not isinstance(listed, list):
+            raise TargetError(f"{file}: {key} of {entry['Concept']!r} is not a list of questions")
+    questions: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for split, listed in raw.items():
+        kept = [q for q in dict.fromkeys(strip_text(str(q)) for q in listed) if q]
+        questions[split] = [q for q in kept if q not in seen]
+        seen.update(kept)
+    asked = questions["forget"] + questions["retain"]
+    answers = [strip_text(str(a)) for a in answer_fn(asked)]
+    if len(answers) != len(asked):
+        raise TargetError(
+            f"the answer function gave {len(answers)} answers to {len(asked)} questions"
+        )
+    reference = dict(zip(asked, answers))
+    splits = {
+        split: [
+            {"question": q, "answer": reference[q], "match": "rouge_l"}
+            for q in split_questions
+            if normalize(reference[q])
+        ]
+        for split, split_questions in questions.items()
+    }
     passages = [p.strip() for p in str(entry.get("wikipedia_content", "")).split("\n") if p.strip()]
     metadata = {
         "format": "conceptvectors",
-        "answers_from": answer_source or "greedy output of the model passed with --model",
-        "unanswered_dropped": len(rows) - len(forget) - len(retain),
+        "answers_from": answer_source or "the answer function (source not given)",
+        "match": "rouge_l",
+        "questions_dropped": sum(len(v) for v in raw.values()) - len(asked),
+        "unanswered_dropped": len(asked) - len(splits["forget"]) - len(splits["retain"]),
         "concept_vector": {"layer": entry.get("Layer"), "dim": entry.get("Dim")},
         "text_completion": list(entry.get("text_completion", [])),
     }
     data = {
         "name": str(entry["Concept"]),
         "keywords": [str(entry["Concept"])],
-        "forget": forget,
-        "retain": retain,
+        **splits,
         "forget_passages": passages[:6],
         "metadata": metadata,
     }

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -18,6 +19,18 @@ from remnant.errors import TargetError
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
+#: How a greedy generation is judged correct for a QA item (see `QAItem.match`).
+MatchMode = Literal["alias", "rouge_l"]
+
+_STRIPPED = TypeAdapter(Annotated[str, StringConstraints(strip_whitespace=True)])
+
+
+def strip_text(value: str) -> str:
+    """``value`` as a `Target` stores it (stripped exactly as `Text` strips; "" when nothing
+    is left). Loaders that generate anything from a text use this, so that what they generate
+    from is what is stored and scored."""
+    return _STRIPPED.validate_python(value)
+
 
 class QAItem(BaseModel):
     """A question with its reference answer, accepted variants and the span naming its subject."""
@@ -25,10 +38,23 @@ class QAItem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     question: Text
+    """The question (in the ``completion`` prompt style: the text the answer continues)."""
     answer: Text
+    """The reference answer."""
     aliases: tuple[Text, ...] = ()
+    """Other accepted phrasings of the answer (used by the ``alias`` match)."""
     subject: Text | None = None
+    """The span of the question naming the entity the fact is about (None: use the target's
+    keywords)."""
     group: Text | None = None
+    """A label to break scores down by (attribute, RWKU level and type, ...)."""
+    match: MatchMode = "alias"
+    """How a greedy generation is judged correct (`remnant.scoring.is_correct`): ``alias``: an
+    accepted answer (`answer` or an alias) occurs in the generation as a whole-word span;
+    ``rouge_l``: the ROUGE-L recall of `answer` against the generation is at least
+    `remnant.scoring.ROUGE_L_THRESHOLD`, for long free-text answers (such as a model's own
+    greedy answers, which ConceptVectors targets use as references) that rarely recur word for
+    word."""
 
     @model_validator(mode="after")
     def _subject_in_question(self) -> QAItem:
@@ -92,7 +118,8 @@ class Target(BaseModel):
         return self
 
     def subject_of(self, item: QAItem) -> str | None:
-        """The span naming the item's subject: its own, else the first keyword found in the question."""
+        """The span naming the item's subject: its own, else the first keyword found in the
+        question."""
         if item.subject is not None:
             return item.subject
         for keyword in self.keywords:

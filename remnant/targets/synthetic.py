@@ -216,7 +216,9 @@ class SyntheticWorld:
         return Target.from_data(
             {
                 "name": "tiny-synthetic",
-                "description": "Fictional people of the synthetic world that the tiny model learned.",
+                "description": (
+                    "Fictional people of the synthetic world that the tiny model learned."
+                ),
                 "keywords": list(forget),
                 **rows,
                 "mcq": mcq,

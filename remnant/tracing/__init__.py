@@ -1,14 +1,18 @@
-"""Causal tracing (which layers store a fact) and cross-model patching (where unlearning acted)."""
+"""Causal tracing (which layers store a fact) and cross-model patching (where unlearning acted).
+
+Run them as `remnant.tracing.causal_trace.run` and `remnant.tracing.model_diff.run`.
+"""
 
 from remnant.errors import TracingError
+from remnant.tracing import causal_trace, model_diff
 from remnant.tracing.causal_trace import (
     TOKEN_CLASSES,
     CausalTraceResult,
     TraceSettings,
-    causal_trace,
     trace_fact,
 )
-from remnant.tracing.model_diff import DiffSettings, ModelDiffResult, model_diff
+from remnant.tracing.facts import FactSettings
+from remnant.tracing.model_diff import DiffSettings, ModelDiffResult
 from remnant.tracing.patching import SITE_LABELS, SITES
 
 __all__ = [
@@ -17,6 +21,7 @@ __all__ = [
     "TOKEN_CLASSES",
     "CausalTraceResult",
     "DiffSettings",
+    "FactSettings",
     "ModelDiffResult",
     "TraceSettings",
     "TracingError",

@@ -18,7 +18,7 @@ import logging
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,23 +28,17 @@ from remnant.models.model import Model
 from remnant.probes.activations import encode_with_subject_spans
 from remnant.progress import progress_bar
 from remnant.results import Result
-from remnant.scoring import (
-    AnswerContext,
-    PromptStyle,
-    ScoringSettings,
-    answer_contexts,
-    bootstrap_ci,
-    known_forget_generations,
-    resolve_style,
-)
+from remnant.scoring import AnswerContext, answer_contexts, resolve_style
+from remnant.scoring.statistics import bootstrap_ci, rounded
+from remnant.settings import Constraint, Interval
 from remnant.targets.model import QAItem, Target
+from remnant.tracing.facts import FactSettings, known_fact_contexts
 from remnant.tracing.patching import (
     SITES,
     Corruption,
     PreparedPrompt,
     Rows,
     all_site_hooks,
-    check_shared_settings,
     patched_probs,
 )
 
@@ -60,51 +54,58 @@ TOKEN_CLASSES = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class TraceSettings:
-    """Noise = ``noise_multiplier`` x the std of subject-token embeddings over the target's
-    subjects; ``n_samples`` noise draws per fact (seeded); MLP and attention restorations
-    cover ``window`` layers centred on each layer; ``batch_size`` rows per forward pass;
-    ``context``: read the answer where the model states it in its greedy output
-    (``generation``, up to ``max_new_tokens``) or right after the prompt (``prompt``)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TraceSettings(FactSettings):
+    """How facts are corrupted and restored; recorded in every result."""
+
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "noise_multiplier": Interval(float, 0),
+        "n_samples": Interval(int, 1),
+        "window": Interval(int, 1),
+    }
 
     noise_multiplier: float = 3.0
+    """Std of the Gaussian noise added to the subject's input embeddings, as a multiple of the
+    std of the subject-token embeddings over the target's subjects."""
     n_samples: int = 10
+    """Noise draws per fact (seeded by ``seed`` and the question)."""
     window: int = 10
-    seed: int = 0
-    batch_size: int = 64
-    max_facts: int | None = None
-    prompt_style: PromptStyle = "auto"
-    n_bootstrap: int = 1000
-    context: Literal["generation", "prompt"] = "generation"
-    max_new_tokens: int = 32
-
-    def __post_init__(self) -> None:
-        check_shared_settings(self)
-        if not self.noise_multiplier >= 0:
-            raise TracingError(f"noise multiplier must be >= 0, not {self.noise_multiplier}")
-        if min(self.n_samples, self.window) < 1:
-            raise TracingError("samples and window must be >= 1")
+    """Layers restored together for the MLP and attention sites, centred on each layer."""
 
 
 @dataclasses.dataclass(frozen=True)
 class CausalTraceResult(Result):
-    """Per fact: ``scores[site]`` = answer probability with the clean value restored,
-    (tokens x layers); ``average[site][token class]`` = mean indirect effect by layer over the
-    facts, with bootstrap CIs; ``storing_layers`` = the band around ``storing_peak``, the
-    layer where the MLP effect at the last subject token peaks, holding >= half that peak."""
+    """Causal tracing of the forget facts a model knows: per fact and site, the answer
+    probability with the clean value restored at each (token, layer), and the mean indirect
+    effects over the facts by token class."""
 
     kind = "trace"
 
     model: dict[str, Any]
+    """Identity of the traced model (name, source, content hash)."""
     target: str
+    """Name of the target whose forget facts were traced."""
     settings: dict[str, Any]
+    """`TraceSettings` used, with the prompt style ``auto`` resolved."""
     noise_std: float
+    """Std of the Gaussian noise added to the subject's input embeddings."""
     n_layers: int
+    """Number of transformer blocks (the layer axis of every score grid)."""
     facts: list[dict[str, Any]]
+    """Per fact: question, answer, subject, ``answer_token`` (the token read), ``context`` (the
+    generated text the prompt was extended by), ``tokens``, ``subject_span`` [start, end),
+    ``clean_prob`` and ``corrupted_prob`` (answer-token probability, in [0, 1]) and
+    ``scores[site]``: the probability with the clean value restored, (tokens x layers)."""
     average: dict[str, dict[str, dict[str, Any]]]
+    """``average[site][token class]``: ``n_facts`` having that class, per-layer ``mean``
+    indirect effect (restored - corrupted probability) over them and its 95% bootstrap
+    ``ci`` over facts."""
     storing_peak: int | None
+    """Layer where the mean MLP effect at the last subject token peaks (None: no positive
+    effect)."""
     storing_layers: list[int]
+    """The contiguous band of layers around ``storing_peak`` holding at least half its
+    effect."""
 
     def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Per site and token class: facts counted, peak layer, peak and layer-mean effect."""
@@ -118,8 +119,8 @@ class CausalTraceResult(Result):
                 out[site][name] = {
                     "n_facts": avg["n_facts"],
                     "peak_layer": int(mean.argmax()),
-                    "peak_effect": round(float(mean.max()), 6),
-                    "mean_effect": round(float(mean.mean()), 6),
+                    "peak_effect": rounded(mean.max()),
+                    "mean_effect": rounded(mean.mean()),
                 }
         return out
 
@@ -127,7 +128,8 @@ class CausalTraceResult(Result):
 def corruption_noise(
     question: str, n_samples: int, n_tokens: int, d_model: int, std: float, seed: int
 ) -> torch.Tensor:
-    """Gaussian noise (n_samples, n_tokens, d_model) of std ``std``, a function of seed and question."""
+    """Gaussian noise (n_samples, n_tokens, d_model) of std ``std``, a function of seed and
+    question."""
     generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{question}".encode()))
     return torch.randn(n_samples, n_tokens, d_model, generator=generator) * std
 
@@ -187,8 +189,8 @@ def trace_fact(
         "context": context.extension,
         "tokens": [model.tokenizer.decode([t]) for t in ids],
         "subject_span": [start, end],
-        "clean_prob": round(float(prepared.probs[0, answer_id]), 6),
-        "corrupted_prob": round(float(corrupted), 6),
+        "clean_prob": rounded(prepared.probs[0, answer_id]),
+        "corrupted_prob": rounded(corrupted),
         "scores": {
             site: np.round(scores[k].numpy().astype(np.float64), 6).tolist()
             for k, site in enumerate(SITES)
@@ -273,7 +275,7 @@ def storing_band(effect: Sequence[float]) -> tuple[int | None, list[int]]:
     return peak, list(range(low, high + 1))
 
 
-def causal_trace(
+def run(
     model: Model,
     target: Target,
     settings: TraceSettings = TraceSettings(),
@@ -281,33 +283,13 @@ def causal_trace(
     items: Sequence[QAItem] | None = None,
     progress: bool = False,
 ) -> CausalTraceResult:
-    """Trace the forget facts ``model`` knows (or ``items``), up to ``settings.max_facts``."""
+    """Trace the forget facts ``model`` knows (or ``items``) that name their subject, up to
+    ``settings.max_facts``; ``progress`` shows a progress bar over the facts."""
     style = resolve_style(model, settings.prompt_style)
-    generated: dict[str, str] = {}
-    if items is None:
-        scoring = ScoringSettings(prompt_style=style, max_new_tokens=settings.max_new_tokens)
-        known = known_forget_generations(model, target, scoring)
-        items, generated = [i for i, _ in known], {i.question: g for i, g in known}
-    traceable = [i for i in items if target.subject_of(i)]
-    if len(traceable) < len(items):
-        log.warning("skipping %d item(s) that name no subject", len(items) - len(traceable))
-    if not traceable:
-        raise TracingError("no item to trace names its subject; give items a 'subject'")
-    traceable = traceable[: settings.max_facts]
+    facts_to_trace = known_fact_contexts(model, target, settings, items, need_subject=True)
     noise_std = settings.noise_multiplier * embedding_std(model, target, style)
-    contexts = answer_contexts(
-        model,
-        traceable,
-        style,
-        from_generation=settings.context == "generation",
-        generations=[generated[i.question] for i in traceable] if generated else None,
-        max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.batch_size,
-    )
     facts = []
-    for item, context in progress_bar(
-        list(zip(traceable, contexts)), desc="facts", unit="fact", enabled=progress
-    ):
+    for item, context in progress_bar(facts_to_trace, desc="facts", unit="fact", enabled=progress):
         started = time.perf_counter()
         facts.append(trace_fact(model, item, target.subject_of(item), noise_std, settings, context))
         log.info("traced %r in %.1f s", item.question, time.perf_counter() - started)
@@ -316,8 +298,8 @@ def causal_trace(
     return CausalTraceResult(
         model=model.identity(),
         target=target.name,
-        settings=dataclasses.asdict(settings) | {"prompt_style": style},
-        noise_std=round(noise_std, 6),
+        settings=settings.record(prompt_style=style),
+        noise_std=rounded(noise_std),
         n_layers=model.n_layers,
         facts=facts,
         average=average,

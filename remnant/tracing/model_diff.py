@@ -15,33 +15,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from remnant.errors import TracingError
 from remnant.models.compat import check_compatible
 from remnant.models.model import Model
 from remnant.progress import progress_bar
 from remnant.results import Result
-from remnant.scoring import (
-    PromptStyle,
-    ScoringSettings,
-    answer_contexts,
-    bootstrap_ci,
-    known_forget_generations,
-    resolve_style,
-)
+from remnant.scoring import resolve_style
+from remnant.scoring.statistics import mean_ci, rounded
+from remnant.settings import Constraint, Interval
 from remnant.targets.model import QAItem, Target
-from remnant.tracing.patching import (
-    SITES,
-    PreparedPrompt,
-    Rows,
-    all_site_hooks,
-    check_shared_settings,
-    patched_probs,
-)
+from remnant.tracing.facts import FactSettings, known_fact_contexts
+from remnant.tracing.patching import SITES, PreparedPrompt, Rows, all_site_hooks, patched_probs
 
 log = logging.getLogger(__name__)
 
@@ -49,48 +38,58 @@ SCOPES = ("all", "last")
 DIRECTIONS = ("restore", "destroy")
 
 
-@dataclasses.dataclass(frozen=True)
-class DiffSettings:
-    """``min_drop``: smallest relative drop (original - unlearned) / original of a fact's answer
-    probability for it to enter the normalised curves; ``batch_size`` patched rows per pass;
-    ``context``: read the answer where the original model states it in its greedy output
-    (``generation``, up to ``max_new_tokens``; both models read the same tokens) or right
-    after the prompt (``prompt``)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DiffSettings(FactSettings):
+    """Which facts enter the normalised curves; recorded in every result. With
+    ``context="generation"`` the answer is read where the original model states it in its
+    greedy output; both models read the same tokens."""
 
-    batch_size: int = 64
-    max_facts: int | None = None
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "min_drop": Interval(float, 0, 1, open_low=True)
+    }
+
     min_drop: float = 0.5
-    n_bootstrap: int = 1000
-    seed: int = 0
-    prompt_style: PromptStyle = "auto"
-    context: Literal["generation", "prompt"] = "generation"
-    max_new_tokens: int = 32
-
-    def __post_init__(self) -> None:
-        check_shared_settings(self)
-        if not 0 < self.min_drop <= 1:
-            raise TracingError(f"min drop must be in (0, 1], not {self.min_drop}")
+    """Smallest relative drop (original - unlearned) / original of a fact's answer probability
+    for it to enter the normalised curves (the fraction of the gap moved)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelDiffResult(Result):
-    """Per-layer patching curves averaged over forget facts. Each curve (direction, site,
-    scope) holds the mean patched probability and the mean fraction of the gap moved, each
-    with a bootstrap CI per layer, its peak layer and its mean over ``storing_layers``."""
+    """Cross-model patching between an original and an unlearned model: per-layer curves
+    averaged over the forget facts the original knows."""
 
     kind = "diff"
 
-    base: dict[str, Any]
+    original: dict[str, Any]
+    """Identity of the original model (name, source, content hash)."""
     unlearned: dict[str, Any]
+    """Identity of the unlearned model."""
     target: str
+    """Name of the target whose forget facts were patched."""
     settings: dict[str, Any]
+    """`DiffSettings` used, with the prompt style ``auto`` resolved (for the original model)."""
     n_layers: int
-    base_prob: dict[str, Any]
+    """Number of transformer blocks (the length of every curve)."""
+    original_prob: dict[str, Any]
+    """The original model's answer-token probability over the facts: ``mean`` (in [0, 1]) and
+    95% bootstrap ``ci``."""
     unlearned_prob: dict[str, Any]
+    """The unlearned model's answer-token probability, likewise."""
     n_affected: int
+    """Facts whose answer probability the unlearning cut by at least ``min_drop`` of its
+    original value: the facts the ``fraction`` curves average over."""
     facts: list[dict[str, Any]]
+    """Per fact: question, answer, ``context`` (the generated text the prompt was extended by),
+    ``p_original`` and ``p_unlearned`` (answer-token probabilities) and
+    ``patched[direction][site][scope]``: the patched probability per layer."""
     curves: list[dict[str, Any]]
+    """One per (direction, site, scope): per-layer ``patched_mean`` / ``patched_ci`` (answer
+    probability) and ``fraction_mean`` / ``fraction_ci`` (fraction of the gap moved toward
+    the donor, over the affected facts), with 95% bootstrap CIs; ``peak_layer`` (argmax of the
+    fraction; None without affected facts) and ``at_storing_layers`` (the fraction's mean over
+    ``storing_layers``, or None)."""
     storing_layers: list[int] | None
+    """Layers given as storing the facts (e.g. from causal tracing), or None."""
 
     def curve(self, direction: str, site: str, scope: str) -> dict[str, Any]:
         """The curve for one direction (restore/destroy), site (resid/mlp/attn) and scope."""
@@ -98,6 +97,30 @@ class ModelDiffResult(Result):
             if (curve["direction"], curve["site"], curve["scope"]) == (direction, site, scope):
                 return curve
         raise KeyError((direction, site, scope))
+
+    def summary(self) -> dict[str, Any]:
+        """Mean answer probability of both models, facts patched and affected, and per curve
+        its peak layer, the fraction moved there and its mean over the storing layers."""
+        rows = []
+        for curve in self.curves:
+            peak = curve["peak_layer"]
+            rows.append(
+                {
+                    "direction": curve["direction"],
+                    "site": curve["site"],
+                    "scope": curve["scope"],
+                    "peak_layer": peak,
+                    "peak_fraction": None if peak is None else curve["fraction_mean"][peak],
+                    "at_storing_layers": curve["at_storing_layers"],
+                }
+            )
+        return {
+            "original_prob": self.original_prob["mean"],
+            "unlearned_prob": self.unlearned_prob["mean"],
+            "n_facts": len(self.facts),
+            "n_affected": self.n_affected,
+            "curves": rows,
+        }
 
 
 def diff_rows(n_tokens: int, n_layers: int) -> Rows:
@@ -118,29 +141,29 @@ def diff_rows(n_tokens: int, n_layers: int) -> Rows:
 
 
 def diff_fact(
-    base: Model, unlearned: Model, ids: Sequence[int], answer_id: int, batch_size: int = 64
+    original: Model, unlearned: Model, ids: Sequence[int], answer_id: int, batch_size: int = 64
 ) -> dict[str, Any]:
     """One prompt: both models' answer probabilities and, per direction, the patched
     probability (site x scope x layer) as nested lists."""
-    names = all_site_hooks(base)
+    names = all_site_hooks(original)
     prompts = {
-        "base": PreparedPrompt(base, ids, names),
+        "original": PreparedPrompt(original, ids, names),
         "unlearned": PreparedPrompt(unlearned, ids, names),
     }
-    rows = diff_rows(len(ids), base.n_layers)
-    shape = (len(SITES), len(SCOPES), base.n_layers)
+    rows = diff_rows(len(ids), original.n_layers)
+    shape = (len(SITES), len(SCOPES), original.n_layers)
     patched = {
         direction: patched_probs(
             prompts[receiver], rows, prompts[donor].acts, answer_id, batch_size=batch_size
         ).view(shape)
         for direction, receiver, donor in (
-            ("restore", "unlearned", "base"),
-            ("destroy", "base", "unlearned"),
+            ("restore", "unlearned", "original"),
+            ("destroy", "original", "unlearned"),
         )
     }
     return {
-        "p_base": round(float(prompts["base"].probs[0, answer_id]), 6),
-        "p_unlearned": round(float(prompts["unlearned"].probs[0, answer_id]), 6),
+        "p_original": rounded(prompts["original"].probs[0, answer_id]),
+        "p_unlearned": rounded(prompts["unlearned"].probs[0, answer_id]),
         "patched": {
             direction: {
                 site: {
@@ -154,8 +177,8 @@ def diff_fact(
     }
 
 
-def model_diff(
-    base: Model,
+def run(
+    original: Model,
     unlearned: Model,
     target: Target,
     settings: DiffSettings = DiffSettings(),
@@ -164,38 +187,27 @@ def model_diff(
     items: Sequence[QAItem] | None = None,
     progress: bool = False,
 ) -> ModelDiffResult:
-    """Patch each layer between the original (``base``) and unlearned model on the forget facts
-    the original knows (or ``items``); ``storing_layers`` (e.g. from causal tracing) are
-    recorded and each curve's mean over them reported."""
-    check_compatible(base, unlearned, "patch activations")
-    style = resolve_style(base, settings.prompt_style)
-    generated: dict[str, str] = {}
-    if items is None:
-        scoring = ScoringSettings(prompt_style=style, max_new_tokens=settings.max_new_tokens)
-        known = known_forget_generations(base, target, scoring)
-        items, generated = [i for i, _ in known], {i.question: g for i, g in known}
-    items = list(items)[: settings.max_facts]
-    contexts = answer_contexts(
-        base,
-        items,
-        style,
-        from_generation=settings.context == "generation",
-        generations=[generated[i.question] for i in items] if generated else None,
-        max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.batch_size,
-    )
+    """Patch each layer between the ``original`` and ``unlearned`` model on the forget facts the
+    original knows (or ``items``), up to ``settings.max_facts``; ``storing_layers`` (e.g. from
+    causal tracing) are recorded and each curve's mean over them reported; ``progress`` shows a
+    progress bar over the facts."""
+    check_compatible(original, unlearned, "patch activations")
+    style = resolve_style(original, settings.prompt_style)
     facts = []
     for item, context in progress_bar(
-        list(zip(items, contexts)), desc="facts", unit="fact", enabled=progress
+        known_fact_contexts(original, target, settings, items),
+        desc="facts",
+        unit="fact",
+        enabled=progress,
     ):
-        fact = diff_fact(base, unlearned, context.ids, context.answer_id, settings.batch_size)
+        fact = diff_fact(original, unlearned, context.ids, context.answer_id, settings.batch_size)
         facts.append(
             {"question": item.question, "answer": item.answer, "context": context.extension} | fact
         )
         log.info("patched %r", item.question)
-    p_base = np.array([f["p_base"] for f in facts])
+    p_original = np.array([f["p_original"] for f in facts])
     p_unlearned = np.array([f["p_unlearned"] for f in facts])
-    affected = p_base - p_unlearned >= settings.min_drop * p_base
+    affected = p_original - p_unlearned >= settings.min_drop * p_original
     if not affected.any():
         log.warning(
             "no fact's answer probability dropped by %.0f%% or more; fractions are undefined",
@@ -208,13 +220,13 @@ def model_diff(
         for scope in SCOPES
     ]
     return ModelDiffResult(
-        base=base.identity(),
+        original=original.identity(),
         unlearned=unlearned.identity(),
         target=target.name,
-        settings=dataclasses.asdict(settings) | {"prompt_style": style},
-        n_layers=base.n_layers,
-        base_prob=_mean_ci(p_base, settings),
-        unlearned_prob=_mean_ci(p_unlearned, settings),
+        settings=settings.record(prompt_style=style),
+        n_layers=original.n_layers,
+        original_prob=mean_ci(p_original, n_resamples=settings.n_bootstrap, seed=settings.seed),
+        unlearned_prob=mean_ci(p_unlearned, n_resamples=settings.n_bootstrap, seed=settings.seed),
         n_affected=int(affected.sum()),
         facts=facts,
         curves=curves,
@@ -232,12 +244,15 @@ def _curve(
     settings: DiffSettings,
 ) -> dict[str, Any]:
     patched = np.array([f["patched"][direction][site][scope] for f in facts])
-    p_base = np.array([f["p_base"] for f in facts])[:, None]
+    p_original = np.array([f["p_original"] for f in facts])[:, None]
     p_unlearned = np.array([f["p_unlearned"] for f in facts])[:, None]
-    receiver, donor = (p_unlearned, p_base) if direction == "restore" else (p_base, p_unlearned)
+    receiver, donor = (
+        (p_unlearned, p_original) if direction == "restore" else (p_original, p_unlearned)
+    )
     fraction = ((patched - receiver) / (donor - receiver))[affected]
-    patched_stats = [_mean_ci(col, settings) for col in patched.T]
-    fraction_stats = [_mean_ci(col, settings) for col in fraction.T]
+    stats = partial(mean_ci, n_resamples=settings.n_bootstrap, seed=settings.seed)
+    patched_stats = [stats(col) for col in patched.T]
+    fraction_stats = [stats(col) for col in fraction.T]
     fraction_mean = [s["mean"] for s in fraction_stats]
     has_fraction = bool(affected.any())
     return {
@@ -250,15 +265,8 @@ def _curve(
         "fraction_ci": [s["ci"] for s in fraction_stats],
         "peak_layer": int(np.argmax(fraction_mean)) if has_fraction else None,
         "at_storing_layers": (
-            round(float(np.mean([fraction_mean[i] for i in storing_layers])), 6)
+            rounded(np.mean([fraction_mean[i] for i in storing_layers]))
             if has_fraction and storing_layers
             else None
         ),
-    }
-
-
-def _mean_ci(values: np.ndarray, settings: DiffSettings) -> dict[str, Any]:
-    return {
-        "mean": round(float(values.mean()), 6) if values.size else None,
-        "ci": list(bootstrap_ci(values, n_resamples=settings.n_bootstrap, seed=settings.seed)),
     }

@@ -14,15 +14,12 @@ import copy
 import dataclasses
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
-from remnant.errors import TracingError
 from remnant.models.model import Model
 from remnant.probes.activations import Site, hook_names
-
-T = TypeVar("T")
 
 SITES: tuple[Site, ...] = ("resid", "mlp", "attn")
 SITE_LABELS = {"resid": "block output", "mlp": "MLP output", "attn": "attention output"}
@@ -183,18 +180,3 @@ def _add(tensor: torch.Tensor, hook, noise: torch.Tensor, at: slice) -> torch.Te
 
 def _replace(tensor: torch.Tensor, hook, mask: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return torch.where(mask[..., None], value.to(tensor.dtype), tensor)
-
-
-def check_shared_settings(settings: Any) -> None:
-    """Validate what tracing and patching settings share: ``context``, ``max_new_tokens``,
-    ``batch_size``, ``n_bootstrap``, ``max_facts`` and ``prompt_style``."""
-    if settings.context not in ("generation", "prompt"):
-        raise TracingError(f"context must be generation or prompt, not {settings.context!r}")
-    if min(settings.max_new_tokens, settings.batch_size, settings.n_bootstrap) < 1:
-        raise TracingError("max new tokens, batch size and bootstrap resamples must be >= 1")
-    if settings.max_facts is not None and settings.max_facts < 1:
-        raise TracingError("max facts must be at least 1 (or None for all)")
-    if settings.prompt_style not in ("auto", "chat", "plain"):
-        raise TracingError(
-            f"prompt style must be auto, chat or plain, not {settings.prompt_style!r}"
-        )

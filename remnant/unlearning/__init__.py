@@ -2,10 +2,10 @@
 
 GA (gradient ascent), GradDiff (gradient difference), NPO (Zhang et al., 2024), RMU (Li et al.,
 2024) and, for the tiny synthetic model only, ``retrain`` (the gold model: exact unlearning).
+`unlearn.run` trains a copy of a model and writes it as a new checkpoint with its
+`UnlearningResult`.
 """
 
-from remnant.errors import RetrainUnavailableError, UnlearningError
-from remnant.unlearning.api import REPORT_FILE, accuracies, run_unlearning, unlearn
 from remnant.unlearning.config import (
     METHODS,
     PRESETS,
@@ -16,6 +16,7 @@ from remnant.unlearning.config import (
     TrainingConfig,
     default_config,
 )
+from remnant.unlearning.unlearn import REPORT_FILE, UnlearningResult, UnlearningSettings
 
 __all__ = [
     "METHODS",
@@ -25,11 +26,8 @@ __all__ = [
     "GradDiffConfig",
     "NPOConfig",
     "RMUConfig",
-    "RetrainUnavailableError",
     "TrainingConfig",
-    "UnlearningError",
-    "accuracies",
+    "UnlearningResult",
+    "UnlearningSettings",
     "default_config",
-    "run_unlearning",
-    "unlearn",
 ]

@@ -63,9 +63,9 @@ def lens_ranks(result: LensResult) -> Figure:
     for model, colour in _MODELS.items():
         for item in result.items:
             rank_ax.plot(layers, item[f"{model}_rank"], color=colour, alpha=0.12, lw=0.7)
-        summary = result.summary[model]
-        rank_ax.plot(layers, summary["median_rank"], color=colour, lw=2.2, label=model)
-        top_ax.plot(layers, summary["top1"], color=colour, marker=".", label=model)
+        curves = result.by_layer[model]
+        rank_ax.plot(layers, curves["median_rank"], color=colour, lw=2.2, label=model)
+        top_ax.plot(layers, curves["top1"], color=colour, marker=".", label=model)
     rank_ax.set_yscale("log")
     rank_ax.set_ylabel("rank of first answer token (1 = top)")
     top_ax.set_ylabel("fraction of items ranked first")

@@ -97,7 +97,7 @@ def diff_curves(result: ModelDiffResult, normalised: bool = True) -> Figure:
                 ax.axhline(0, color="grey", lw=0.6)
                 ax.axhline(1, color="grey", lw=0.6)
             else:
-                ax.axhline(result.base_prob["mean"], color="black", ls=":", label="original")
+                ax.axhline(result.original_prob["mean"], color="black", ls=":", label="original")
                 ax.axhline(result.unlearned_prob["mean"], color="red", ls=":", label="unlearned")
             for layer in result.storing_layers or []:
                 ax.axvspan(layer - 0.5, layer + 0.5, color="gold", alpha=0.25, lw=0)
@@ -113,7 +113,7 @@ def diff_curves(result: ModelDiffResult, normalised: bool = True) -> Figure:
     if axes[0, 0].get_legend_handles_labels()[0]:
         axes[0, 0].legend(fontsize=8)
     fig.suptitle(
-        f"{result.unlearned['name']} vs {result.base['name']} on {result.target}: "
+        f"{result.unlearned['name']} vs {result.original['name']} on {result.target}: "
         f"{result.n_affected} of {len(result.facts)} facts' answer probability dropped by ≥ "
         f"{result.settings['min_drop']:.0%} (storing layers shaded)"
     )

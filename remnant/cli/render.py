@@ -1,0 +1,184 @@
+"""Tables and one-line summaries of Results on the terminal, and the files commands write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def fmt(value: float | None) -> str:
+    """A number with three decimals; ``-`` for none."""
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _ci(ci: list[float | None]) -> str:
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def wrote(*paths: Path) -> None:
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def save(out: Path, name: str, result: Any, figure: Any = None) -> None:
+    """Write ``result`` (and its figure) into ``out`` and say so."""
+    from remnant.reports.files import save_result
+
+    path = save_result(out, name, result, figure)
+    wrote(path, *([path.with_suffix(".png")] if figure is not None else []))
+
+
+def evaluation(result: Any) -> None:
+    table = Table(
+        "split", "n", "accuracy", "95% CI", "answered", "acc. (answered)", "mean log p(answer)"
+    )
+    for split, scores in result.splits.items():
+        table.add_row(
+            split, str(scores["n"]), fmt(scores["accuracy"]), _ci(scores["ci"]),
+            str(scores["n_answered"]), fmt(scores["answered_accuracy"]),
+            fmt(scores.get("mean_logprob_sum")),
+        )  # fmt: skip
+    console.print(table)
+    if "mcq" in result.splits:
+        mcq = result.splits["mcq"]
+        console.print(
+            f"mcq by choice likelihood: {fmt(mcq['likelihood_accuracy'])} "
+            f"{_ci(mcq['likelihood_ci'])} (chance {fmt(mcq['chance'])})"
+        )
+    console.print(f"prompt style: {result.settings['prompt_style']}")
+
+
+def unlearning(result: Any) -> None:
+    table = Table("split", "accuracy before", "accuracy after")
+    for split, label in (("forget", "forget"), ("retain", "retain (held out)")):
+        before, after = result.before[split], result.after[split]
+        if before is not None:
+            table.add_row(label, fmt(before["accuracy"]), fmt(after["accuracy"]))
+    console.print(table)
+    training = result.training
+    if training is not None:
+        rule = training["stop_rule"]
+        ending = (
+            f"stop rule fired: forget accuracy <= {fmt(rule['threshold'])}"
+            if rule and rule["fired"]
+            else "ran the whole budget" + ("" if rule else " (no stop rule)")
+        )
+        console.print(
+            f"{training['steps']} of at most {training['max_steps']} steps "
+            f"({training['epochs']} epochs); {ending}"
+        )
+    console.print(f"retain accuracy is scored on {result.retain_scored_on}")
+    console.print(
+        f"wrote {result.output} ({result.method}, unlearned hash {result.output_content_hash})"
+    )
+
+
+def probes(result: Any) -> None:
+    table = Table("task", "chance", "original: best layer, acc [CI]", "unlearned", "transfer")
+    for row in result.summary():
+        table.add_row(
+            row["task"] + ("" if row["counts_as_knowledge"] else " (not knowledge)"),
+            fmt(row["chance"]),
+            *(_best(row[model]) for model in ("original", "unlearned")),
+            fmt(row["transfer_at_unlearned_best"]),
+        )
+    console.print(table)
+
+
+def _best(scores: dict[str, Any]) -> str:
+    return f"L{scores['layer']}: {fmt(scores['accuracy'])} {_ci(scores['ci'])}"
+
+
+def lens(result: Any) -> None:
+    table = Table("model", "median rank at best layer", "best layer", "median rank at output")
+    for model, row in result.summary().items():
+        table.add_row(
+            model,
+            f"{row['best_median_rank']:g}",
+            result.layers[row["best_layer"]],
+            f"{row['output_median_rank']:g}",
+        )
+    console.print(table)
+
+
+def trace(result: Any) -> None:
+    table = Table("site", "token class", "facts", "peak layer", "peak effect", "mean effect")
+    for site, classes in result.summary().items():
+        for name, row in classes.items():
+            table.add_row(
+                site, name, str(row["n_facts"]), str(row["peak_layer"]),
+                fmt(row["peak_effect"]), fmt(row["mean_effect"]),
+            )  # fmt: skip
+    console.print(table)
+    console.print(f"storing layers (MLP, last subject token): {result.storing_layers}")
+
+
+def diff(result: Any) -> None:
+    console.print(
+        f"answer probability: original {fmt(result.original_prob['mean'])}, unlearned "
+        f"{fmt(result.unlearned_prob['mean'])}; {result.n_affected} of {len(result.facts)} "
+        "facts dropped enough to enter the normalised curves"
+    )
+    table = Table("direction", "site", "scope", "peak layer", "peak fraction", "mean over storing")
+    for curve in result.curves:
+        peak = curve["peak_layer"]
+        table.add_row(
+            curve["direction"], curve["site"], curve["scope"], "-" if peak is None else str(peak),
+            fmt(None if peak is None else curve["fraction_mean"][peak]),
+            fmt(curve["at_storing_layers"]),
+        )  # fmt: skip
+    console.print(table)
+
+
+def validation(result: Any) -> None:
+    measure = result.settings["criterion"]
+    table = Table("rank", "layer", "index", "score", "forget drop", "retain drop", "p", "validated")
+    for row in result.candidates:
+        table.add_row(
+            str(row["located_rank"]), str(row["layer"]), str(row["index"]),
+            fmt(row["located_score"]), fmt(row[f"forget_{measure}_drop"]),
+            fmt(row[f"retain_{measure}_drop"]), fmt(row["p_value"]),
+            "yes" if row["validated"] else "no",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"{result.n_validated} of {len(result.candidates)} validated ({measure})")
+    together = result.set_ablation
+    chosen, random = together["chosen"], together["random_mean"]
+    console.print(
+        f"all {len(together['vectors'])} {'validated' if result.n_validated else 'candidate'} "
+        f"vectors at once: forget accuracy drop {fmt(chosen['forget_accuracy_drop'])}, retain "
+        f"{fmt(chosen['retain_accuracy_drop'])}; as many random vectors (mean of "
+        f"{len(together['random'])} sets): forget {fmt(random['forget_accuracy_drop'])}, "
+        f"retain {fmt(random['retain_accuracy_drop'])}"
+    )
+
+
+def comparison(result: Any) -> None:
+    vectors, reference = result.statistics["vectors"], result.statistics["random"]
+    console.print(
+        f"{result.unlearned['name']}: cosine of the concept vectors mean "
+        f"{fmt(vectors['cosine']['mean'])} (min {fmt(vectors['cosine']['min'])}); random vectors "
+        f"mean {fmt(reference['cosine']['mean'])} (min {fmt(reference['cosine']['min'])})"
+    )
+
+
+def ablation(result: Any) -> None:
+    table = Table("split", "accuracy before", "after", "log p(answer) before", "after")
+    for split in ("forget", "retain"):
+        before, after = result.before.get(split), result.after.get(split)
+        if before is None:
+            continue
+        table.add_row(
+            split, fmt(before["accuracy"]), fmt(after["accuracy"]),
+            fmt(before["mean_logprob_sum"]), fmt(after["mean_logprob_sum"]),
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{result.mode} ablation of {len(result.vectors)} vector(s) ({result.selection}); "
+        f"wrote {result.output} ({result.output_content_hash})"
+    )
