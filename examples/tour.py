@@ -27,7 +27,8 @@ def main(out: Path) -> None:
         print(f"{name:>9} ({time.perf_counter() - started:4.0f} s): {result.summary()}")
 
     show("evaluate", rm.evaluate(unlearned, target, rm.ScoringSettings(max_new_tokens=8)))
-    show("probe", rm.probe(original, unlearned, target, rm.ProbeSettings(tasks=("recall",))))
+    probe_settings = rm.ProbeSettings(tasks=("recall",), folds=3)
+    show("probe", rm.probe(original, unlearned, target, probe_settings))
     show("lens", rm.logit_lens(original, unlearned, target, rm.LensSettings(max_new_tokens=8)))
     traced = rm.trace(original, target, rm.TraceSettings(max_facts=2, n_samples=2))
     show("trace", traced)
