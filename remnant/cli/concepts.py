@@ -24,6 +24,7 @@ def concepts(
         typer.Option("--unlearned", "-u", help="Unlearned model(s) to compare with (repeat)."),
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     format: options.FormatOption = None,
+    concept: options.ConceptOption = None,
     candidates: Annotated[int, typer.Option(min=1, help="Top located vectors to validate.")] = 10,
     random: Annotated[
         int, typer.Option(min=20, help="Random value vectors as the reference.")
@@ -51,7 +52,7 @@ def concepts(
         prompt_style=prompt_style,
     )  # fmt: skip
     loaded = options.load(model, device=device, dtype=dtype)
-    chosen = options.load_target_for(target, format, loaded, settings)
+    chosen = options.load_target_for(target, format, loaded, settings, concept)
     located = locate.run(loaded, chosen, settings.locate)
     render.save(out, "locate", located, located_by_layer(located))
     checked = validate.run(loaded, chosen, settings, located=located)
@@ -91,6 +92,7 @@ def ablate(
     sigma: SigmaOption = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 0,
     format: options.FormatOption = None,
+    concept: options.ConceptOption = None,
     adapter: options.AdapterOption = None,
     prompt_style: options.PromptStyleOption = "auto",
     batch_size: options.BatchSize = 16,
@@ -114,6 +116,6 @@ def ablate(
         max_new_tokens=max_new_tokens,
     )  # fmt: skip
     loaded = options.load(model, adapter=adapter, device=device, dtype=dtype)
-    chosen = options.load_target_for(target, format, loaded, settings)
+    chosen = options.load_target_for(target, format, loaded, settings, concept)
     result = ablate.run(loaded, chosen, settings, out=out, overwrite=overwrite)
     render.ablation(result)

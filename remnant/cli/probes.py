@@ -16,6 +16,7 @@ def probe(
     target: options.TargetPath = ...,
     out: options.OutDir = ...,
     format: options.FormatOption = None,
+    concept: options.ConceptOption = None,
     tasks: Annotated[
         str | None,
         typer.Option(
@@ -44,7 +45,7 @@ def probe(
     )  # fmt: skip
     first = options.load(options.original_spec(original, base), device=device, dtype=dtype)
     second = options.load(unlearned, device=device, dtype=dtype)
-    loaded = options.load_target_for(target, format, first, settings)
+    loaded = options.load_target_for(target, format, first, settings, concept)
     probes = linear.run(first, second, loaded, settings)
     render.save(out, "probes", probes, probe_accuracy(probes))
     render.probes(probes)

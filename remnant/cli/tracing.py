@@ -17,6 +17,7 @@ def trace(
     target: options.TargetPath,
     out: options.OutDir,
     format: options.FormatOption = None,
+    concept: options.ConceptOption = None,
     samples: Annotated[int, typer.Option(min=1, help="Noise samples per fact.")] = 10,
     noise: Annotated[
         float, typer.Option(min=0, help="Noise std as a multiple of the subject embeddings' std.")
@@ -43,9 +44,8 @@ def trace(
         batch_size=batch_size, max_facts=max_facts, prompt_style=prompt_style, context=context,
     )  # fmt: skip
     loaded = options.load(model, device=device, dtype=dtype)
-    result = causal_trace.run(
-        loaded, options.load_target_for(target, format, loaded, settings), settings, progress=True
-    )
+    chosen = options.load_target_for(target, format, loaded, settings, concept)
+    result = causal_trace.run(loaded, chosen, settings, progress=True)
     render.save(out, "trace", result, trace_average(result))
     for k in range(min(figures, len(result.facts))):
         render.wrote(save_figure(out / f"trace_fact{k:02d}.png", trace_heatmaps(result, k)))
@@ -59,6 +59,7 @@ def diff(
     target: options.TargetPath = ...,
     out: options.OutDir = ...,
     format: options.FormatOption = None,
+    concept: options.ConceptOption = None,
     storing_from: Annotated[
         Path | None,
         typer.Option(help="trace.json from remnant trace on the original: its storing layers."),
@@ -83,7 +84,7 @@ def diff(
     )  # fmt: skip
     first = options.load(options.original_spec(original, base), device=device, dtype=dtype)
     second = options.load(unlearned, device=device, dtype=dtype)
-    loaded = options.load_target_for(target, format, first, settings)
+    loaded = options.load_target_for(target, format, first, settings, concept)
     result = model_diff.run(first, second, loaded, settings, storing_layers=storing, progress=True)
     render.save(out, "diff", result, diff_curves(result, normalised=True))
     render.wrote(save_figure(out / "diff_prob.png", diff_curves(result, normalised=False)))
