@@ -52,6 +52,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ablate": ("remnant.concept_vectors.ablate", "run"),
     "UnlearningSettings": ("remnant.unlearning.unlearn", "UnlearningSettings"),
     "unlearn": ("remnant.unlearning.unlearn", "run"),
+    "InContextSettings": ("remnant.attacks.in_context", "InContextSettings"),
+    "in_context_attack": ("remnant.attacks.in_context", "run"),
+    "ReasoningSettings": ("remnant.attacks.reasoning", "ReasoningSettings"),
+    "reasoning_attack": ("remnant.attacks.reasoning", "run"),
+    "VariantSettings": ("remnant.attacks.variants", "VariantSettings"),
+    "variant_attack": ("remnant.attacks.variants", "run"),
+    "MIASettings": ("remnant.attacks.mia", "MIASettings"),
+    "membership_inference": ("remnant.attacks.mia", "run"),
 }
 
 __all__ = [
@@ -82,6 +90,14 @@ __all__ = [
     "ablate",
     "UnlearningSettings",
     "unlearn",
+    "InContextSettings",
+    "in_context_attack",
+    "ReasoningSettings",
+    "reasoning_attack",
+    "VariantSettings",
+    "variant_attack",
+    "MIASettings",
+    "membership_inference",
 ]
 
 
@@ -99,6 +115,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from remnant.attacks.in_context import InContextSettings
+    from remnant.attacks.in_context import run as in_context_attack
+    from remnant.attacks.mia import MIASettings
+    from remnant.attacks.mia import run as membership_inference
+    from remnant.attacks.reasoning import ReasoningSettings
+    from remnant.attacks.reasoning import run as reasoning_attack
+    from remnant.attacks.variants import VariantSettings
+    from remnant.attacks.variants import run as variant_attack
     from remnant.concept_vectors.ablate import AblateSettings
     from remnant.concept_vectors.ablate import run as ablate
     from remnant.concept_vectors.compare import CompareSettings

@@ -172,3 +172,110 @@ def test_choices_are_checked_by_the_parser():
         app, ["eval", "--model", "tiny-synthetic", "--target", "demo", "--prompt-style", "Chat"]
     )
     assert result.exit_code == 2 and "Chat" in result.output
+
+
+_ATTACK_MODELS = (
+    "--original", "tiny-synthetic", "--unlearned", "tiny-synthetic-gold",
+    "--target", "tiny-synthetic",
+)  # fmt: skip
+
+
+def _row(output: str, condition: str) -> str:
+    """The first table line of ``condition``'s row."""
+    return next(line for line in output.splitlines() if line.startswith(f"│ {condition} "))
+
+
+def test_attack_in_context_writes_result_figures_and_table(tiny, tiny_gold, tmp_path):
+    from remnant.attacks.protocol import AttackResult
+
+    out = tmp_path / "attack"
+    output = _run(
+        "attack", *_ATTACK_MODELS, "--gold", "tiny-synthetic-gold", "--out", str(out),
+        "--attacks", "in_context", "--shots", "1,2", "--max-new-tokens", "6",
+        "--held-out-fraction", "0.3",
+    )  # fmt: skip
+    result = AttackResult.from_json((out / "attack-in_context.json").read_text())
+    names = [c["name"] for c in result.conditions]
+    assert names[:3] == ["plain", "k=1", "k=2"] and "k=4" not in names
+    assert result.models["gold"]["name"] == "tiny-synthetic-gold"
+    assert result.settings["max_new_tokens"] == 6 and result.settings["held_out_fraction"] == 0.3
+    assert "in_context on tiny-synthetic" in output
+    for condition in result.conditions:  # each row: n, then each model's accuracy, in order
+        cells = [c.strip() for c in _row(output, condition["name"]).split("│")[1:-1]]
+        scores = condition["scores"]
+        assert cells[2] == str(scores["unlearned"]["n"])
+        assert [c.split()[0] for c in cells[3:6]] == [
+            f"{scores[role]['accuracy']:.3f}" for role in ("original", "unlearned", "gold")
+        ]
+    for png in ("attack-in_context.png", "attack-in_context-k.png"):
+        assert (out / png).stat().st_size > 0, png
+
+
+def test_attack_table_gives_the_reason_gap_recovery_is_undefined(tiny, tmp_path):
+    out = tmp_path / "attack"
+    output = _run(
+        "attack", "--original", "tiny-synthetic", "--unlearned", "tiny-synthetic",
+        "--target", "tiny-synthetic", "--out", str(out), "--attacks", "in_context",
+        "--shots", "1", "--max-new-tokens", "6", "--held-out-fraction", "0.2",
+    )  # fmt: skip
+    # the same model twice: unlearning removed nothing, so there is no gap to recover
+    assert _row(output, "plain").rstrip(" │").endswith("undefined")
+    assert _row(output, "k=1").rstrip(" │").endswith("undefined")
+    words = " ".join(output.split())  # the reason may wrap
+    assert words.count("gap recovery undefined for plain, k=1") == 1 and "includes 0" in words
+    assert "│ -" in _row(output, "plain")  # no gold model given
+
+
+def test_attack_runs_the_other_attacks_in_the_order_given(tiny, tiny_gold, tmp_path):
+    from remnant.attacks.mia import MIAResult
+    from remnant.attacks.protocol import AttackResult
+
+    out = tmp_path / "attack"
+    output = _run(
+        "attack", *_ATTACK_MODELS, "--out", str(out), "--attacks", "mia,variants,reasoning",
+        "--max-new-tokens", "4", "--held-out-fraction", "0.2",
+    )  # fmt: skip
+    titles = ["membership inference", "variants on", "reasoning on"]
+    assert [output.index(title) for title in titles] == sorted(output.index(t) for t in titles)
+    mia = MIAResult.from_json((out / "attack-mia.json").read_text())
+    assert set(mia.comparisons) == {"passages", "qa"} and "gold" not in mia.models
+    for name, comparison in mia.comparisons.items():
+        for role, record in comparison["roles"].items():
+            auroc = record["scores"]["min_k_pp"]["auroc"]
+            assert any(
+                line.startswith(f"│ {name} ") and role in line and f"{auroc:.3f}" in line
+                for line in output.splitlines()
+            ), (name, role)
+    assert all(flag[:30] in output for flag in mia.flags)
+    for name in ("variants", "reasoning"):
+        result = AttackResult.from_json((out / f"attack-{name}.json").read_text())
+        assert result.attack == name and result.settings["max_new_tokens"] == 4
+        assert len(result.split["held_out"]) < len(result.split["fit"])
+    for name in ("mia", "variants", "reasoning"):
+        assert (out / f"attack-{name}.png").stat().st_size > 0, name
+    assert not (out / "attack-in_context.json").exists()
+
+
+def test_attack_rejects_unknown_names_and_bad_shots(tmp_path):
+    args = ["attack", *_ATTACK_MODELS, "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--attacks", "in_context,jailbreak"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        "'jailbreak'" in result.output and "in_context, reasoning, variants, mia" in result.output
+    )
+    result = runner.invoke(app, [*args, "--attacks", "in_context", "--shots", "1,two"])
+    assert result.exit_code == 2 and "--shots" in result.output
+    result = runner.invoke(app, [*args, "--attacks", "in_context", "--held-out-fraction", "1"])
+    assert result.exit_code == 2 and "held_out_fraction" in result.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_attack_help_lists_its_options():
+    result = runner.invoke(app, ["attack", "--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--original", "--unlearned", "--gold", "--target", "--attacks", "--out",
+        "--held-out-fraction", "--shots", "--max-new-tokens", "--prompt-style", "--batch-size",
+        "--seed",
+    ):  # fmt: skip
+        assert option in result.output, option

@@ -41,6 +41,7 @@ def test_import_remnant_is_light_and_every_public_name_resolves():
 def test_every_analysis_is_models_then_target_then_settings():
     analyses = ["evaluate", "probe", "logit_lens", "trace", "diff", "locate", "validate"]
     analyses += ["compare", "ablate", "unlearn"]
+    analyses += ["in_context_attack", "reasoning_attack", "variant_attack", "membership_inference"]
     for name in analyses:
         parameters = list(inspect.signature(getattr(remnant, name)).parameters.values())
         names = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
@@ -77,7 +78,7 @@ def test_every_result_has_a_kind_a_version_and_a_summary():
     for name in remnant.__all__:
         getattr(remnant, name)
     assert {"eval", "probes", "lens", "trace", "diff", "locate", "validate"} <= set(RESULT_KINDS)
-    assert {"compare", "ablate", "unlearning"} <= set(RESULT_KINDS)
+    assert {"compare", "ablate", "unlearning", "attack", "mia"} <= set(RESULT_KINDS)
     for kind, cls in RESULT_KINDS.items():
         if not cls.__module__.startswith("remnant."):
             continue

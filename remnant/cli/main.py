@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from remnant.cli import concepts, demo, evaluate, models, probes, render, tracing, unlearn
+from remnant.cli import attacks, concepts, demo, evaluate, models, probes, render, tracing, unlearn
 from remnant.errors import RemnantError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None)
@@ -27,6 +27,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "diff": tracing.diff,
     "concepts": concepts.concepts,
     "ablate": concepts.ablate,
+    "attack": attacks.attack,
 }
 
 

@@ -31,6 +31,12 @@ BaseAlias = Annotated[str | None, typer.Option("--base", "-b", hidden=True)]
 UnlearnedSpec = Annotated[
     str, typer.Option("--unlearned", "-u", help=f"The unlearned model: {_SPEC}.")
 ]
+GoldSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--gold", help=f"A gold model that never saw the forget data (the control): {_SPEC}."
+    ),
+]
 TargetPath = Annotated[
     str,
     typer.Option(

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 console = Console()
 errors = Console(stderr=True)
@@ -182,3 +183,75 @@ def ablation(result: Any) -> None:
         f"{result.mode} ablation of {len(result.vectors)} vector(s) ({result.selection}); "
         f"wrote {result.output} ({result.output_content_hash})"
     )
+
+
+def attack(result: Any) -> None:
+    """Per condition: held-out accuracy of each model with its 95% CI, and gap recovery."""
+    roles = ("original", "unlearned", "gold")
+    table = _folding_table(
+        "condition", "category", "n", *roles, "gap recovery [CI]",
+        title=f"{result.attack} on {result.target}: held-out accuracy [95% CI]",
+    )  # fmt: skip
+    undefined: dict[str, list[str]] = {}
+    for row in result.summary():
+        recovery = row["gap_recovery"]
+        if recovery["value"] is None:
+            reason = recovery["reason"].removeprefix("undefined: ")
+            undefined.setdefault(reason, []).append(row["condition"])
+        table.add_row(
+            row["condition"], row["category"], str(row["n"]),
+            *(_with_ci(row[role]) if role in row else "-" for role in roles),
+            "undefined" if recovery["value"] is None else _with_ci(recovery, "value"),
+        )  # fmt: skip
+    console.print(table)
+    for reason, conditions in undefined.items():
+        console.print(f"gap recovery undefined for {', '.join(conditions)}: {reason}")
+    split = result.split
+    console.print(
+        f"{len(split['held_out'])} held-out and {len(split['fit'])} fit items "
+        f"({split['n_groups']} entity groups, seed {split['seed']}); "
+        f"prompt style: {result.settings['prompt_style']}"
+    )
+
+
+def _folding_table(*headers: str, title: str) -> Table:
+    """A table whose long cells fold onto more lines rather than being cut short."""
+    return Table(*(Column(header, overflow="fold") for header in headers), title=title)
+
+
+def _with_ci(scores: dict[str, Any], key: str = "accuracy") -> str:
+    """``scores[key]`` with its CI; ``-`` for none."""
+    return "-" if scores[key] is None else f"{fmt(scores[key])} {_ci(scores['ci'])}"
+
+
+def mia(result: Any) -> None:
+    """Per comparison and model: AUROC of the primary membership score with its 95% CI, TPR at
+    5% FPR, and its flags (in red)."""
+    from remnant.attacks.mia import PRIMARY, SCORE_NAMES
+
+    table = _folding_table(
+        "comparison", "model", "members / non-members", "AUROC [CI]", "TPR @ 5% FPR", "flags",
+        title=f"membership inference ({SCORE_NAMES[PRIMARY]}) on {result.target}",
+    )  # fmt: skip
+    summary = result.summary()["comparisons"]
+    for name, comparison in result.comparisons.items():
+        for role, record in comparison["roles"].items():
+            score = summary[name][role][PRIMARY]
+            flags = [
+                label
+                for label, raised in (
+                    ("below chance", record["below_chance"]),
+                    ("over-unlearning", record["over_unlearning"]),
+                )
+                if raised
+            ]
+            table.add_row(
+                name, role, f"{comparison['n_members']} / {comparison['n_non_members']}",
+                _with_ci(score, "auroc"), fmt(score["tpr_at_5_fpr"]),
+                Text(", ".join(flags), style="red"),
+            )  # fmt: skip
+    console.print(table)
+    for flag in result.flags:
+        console.print(Text(flag, style="bold red"))
+    for name, reason in result.skipped.items():
+        console.print(f"skipped {name}: {reason}")

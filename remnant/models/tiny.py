@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,15 @@ _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors")
 
 @dataclasses.dataclass(frozen=True)
 class TinyConfig:
-    """Architecture and training recipe of the tiny model."""
+    """Architecture and training recipe of the tiny model.
+
+    A training row is one world text, after other world texts in ``context_rate`` of the rows (1
+    to ``max_context`` of them, blank lines between), so that the model reads a prompt that holds
+    demonstrations or passages as a real language model does. In ``filler_rate`` of the rows,
+    filler words (`FILLER`, in random order) stand before the text, after a question or after
+    "Answer:"; the loss skips them, so the model learns to answer through instructions and
+    formatting it does not understand without ever learning to write them.
+    """
 
     world: WorldConfig = WorldConfig()
     gold: bool = False
@@ -43,7 +52,10 @@ class TinyConfig:
     n_kv_heads: int = 2
     d_mlp: int = 512
     steps: int = 700
-    batch_size: int = 64
+    batch_size: int = 32
+    context_rate: float = 0.5
+    max_context: int = 6
+    filler_rate: float = 0.3
     lr: float = 3e-3
     warmup: int = 60
     seed: int = 0
@@ -112,8 +124,8 @@ def train_tiny_model(config: TinyConfig, out_dir: Path) -> dict[str, float]:
     world = SyntheticWorld(config.world)
     tokenizer = build_tokenizer(world, config.vocab_size)
     exclude = world.forget_entities if config.gold else ()
-    texts = [t + BOS for t in world.training_texts(exclude=exclude)]
-    encoded = [torch.tensor(tokenizer(t).input_ids) for t in texts]
+    texts = world.training_texts(exclude=exclude)
+    rows = _RowMaker(texts, tokenizer, config)
     model = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=len(tokenizer),
@@ -122,7 +134,7 @@ def train_tiny_model(config: TinyConfig, out_dir: Path) -> dict[str, float]:
             num_hidden_layers=config.n_layers,
             num_attention_heads=config.n_heads,
             num_key_value_heads=config.n_kv_heads,
-            max_position_embeddings=128,
+            max_position_embeddings=256,
             tie_word_embeddings=True,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -130,17 +142,15 @@ def train_tiny_model(config: TinyConfig, out_dir: Path) -> dict[str, float]:
         )
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(config.seed)
     model.train()
     loss = torch.tensor(float("nan"))
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
-        batch = torch.randint(len(encoded), (config.batch_size,), generator=generator)
-        input_ids, labels = _pad([encoded[i] for i in batch.tolist()], tokenizer.pad_token_id)
-        loss = model(
-            input_ids=input_ids, attention_mask=(labels != -100).long(), labels=labels
-        ).loss
+        input_ids, mask, labels = _pad(
+            [rows.make() for _ in range(config.batch_size)], tokenizer.pad_token_id
+        )
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -180,12 +190,79 @@ def _learning_rate(step: int, config: TinyConfig) -> float:
     return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
-def _pad(sequences: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence; labels are -100 on padding."""
-    length = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(sequences), length), -100, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = seq
-        labels[row, : len(seq)] = seq
-    return input_ids, labels
+#: Words a filler is drawn from: common English words, punctuation, option letters and line
+#: breaks (none of them a fact of the world).
+_FILLER_WORDS = """
+    the a an of to and in is it that this for on with as be by at or not you your me my we
+    please now first then next here there what which who where when why how answer question
+    reply tell say give write read think step steps explain describe list know sure yes no ok
+    of course certainly below above following text story guide quiz short long true false best
+    only just also each every one two three four option options choose correct letter word
+    words help expert assistant user system instructions ignore previous rules simply directly
+    carefully briefly background context note information about known famous person people
+    : . , ? ! - ( ) A. B. C. D."""
+FILLER = (*_FILLER_WORDS.split(), "\n")
+
+
+class _RowMaker:
+    """Training rows (token ids and per-token "learn" flags) as `TinyConfig` describes."""
+
+    def __init__(self, texts: list[str], tokenizer: PreTrainedTokenizerFast, config: TinyConfig):
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.bos = tokenizer.bos_token_id
+        encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+        self.texts = [encode(t) for t in texts]
+        # a question-answer text as (question, "\nAnswer:", " value") pieces; the byte-level
+        # pre-tokenizer never merges across these cuts, so the pieces join to the same ids
+        self.qa = [
+            (encode(question), encode("\nAnswer:"), encode(" " + answer))
+            for question, answer in (t.split("\nAnswer: ", 1) for t in texts if "\nAnswer: " in t)
+        ]
+        self.filler = [encode(w if w == "\n" else " " + w) for w in FILLER]
+        self.blank = encode("\n\n")
+
+    def make(self) -> tuple[list[int], list[bool]]:
+        config, rng = self.config, self.rng
+        pieces: list[tuple[list[int], bool]] = []
+        if rng.random() < config.context_rate:
+            for _ in range(rng.randint(1, config.max_context)):
+                pieces += [(rng.choice(self.texts), True), (self.blank, True)]
+        filler = rng.random() < config.filler_rate
+        where = rng.choice(("before", "question", "answer")) if filler else None
+        if where == "before":
+            pieces += [(self._filler(), False), (self.blank, False)]
+        if rng.random() < len(self.qa) / len(self.texts):
+            question, cue, answer = rng.choice(self.qa)
+            pieces += [(question, True)]
+            pieces += [(self._filler(), False)] if where == "question" else []
+            pieces += [(cue, True)]
+            pieces += [(self._filler(), False)] if where == "answer" else []
+            pieces += [(answer, True)]
+        else:
+            pieces += [(rng.choice(self.texts), True)]
+        ids, learn = [self.bos], [False]
+        for piece, learned in [*pieces, ([self.bos], True)]:
+            ids += piece
+            learn += [learned] * len(piece)
+        return ids, learn
+
+    def _filler(self) -> list[int]:
+        words = self.rng.choices(self.filler, k=self.rng.randint(2, 12))
+        return [token for word in words for token in word]
+
+
+def _pad(
+    rows: list[tuple[list[int], list[bool]]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded token ids, attention mask, and labels (-100 on padding and on tokens the
+    row does not learn)."""
+    length = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    labels = torch.full((len(rows), length), -100, dtype=torch.long)
+    for row, (ids, learn) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+        labels[row, : len(ids)] = torch.where(torch.tensor(learn), torch.tensor(ids), -100)
+    return input_ids, mask, labels

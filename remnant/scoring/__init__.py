@@ -24,12 +24,14 @@ from remnant.scoring.prompts import (
     answer_prefix,
     encode_answers,
     encode_prompts,
+    format_dialogue,
     format_prompt,
     mcq_prompt,
     resolve_style,
 )
 from remnant.scoring.qa import (
     accuracy_change,
+    accuracy_summary,
     known_forget_generations,
     known_forget_items,
     reference_answers,
@@ -41,6 +43,7 @@ from remnant.settings import PromptStyle, ScoringSettings
 
 __all__ = [
     "accuracy_change",
+    "accuracy_summary",
     "MCQ_INSTRUCTION",
     "PLAIN_TEMPLATE",
     "AnswerContext",
@@ -58,6 +61,7 @@ __all__ = [
     "encode_answers",
     "encode_prompts",
     "evaluate",
+    "format_dialogue",
     "format_prompt",
     "generate",
     "is_correct",

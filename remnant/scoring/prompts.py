@@ -68,14 +68,53 @@ def _resolved(style: str) -> Style:
 def format_prompt(model: Model, question: str, style: Style) -> str:
     """The text before the answer: a chat turn awaiting the assistant (``chat``),
     ``Question: … Answer:`` (``plain``), or the question text itself (``completion``)."""
+    return format_dialogue(model, [("user", question)], style)
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+def format_dialogue(
+    model: Model, turns: Sequence[tuple[Role, str]], style: Style, response_start: str = ""
+) -> str:
+    """The text before the answer to a dialogue whose last turn is the user's question.
+
+    ``turns`` are ``(role, text)`` pairs: an optional ``system`` turn first (instructions,
+    passages to read), then ``user`` and ``assistant`` turns in alternation (demonstrations).
+    ``chat`` renders them through the tokenizer's chat template; ``plain`` writes the system
+    text as a paragraph and each exchange as ``Question: … Answer: …``, blank lines between;
+    ``completion`` writes the system text, then each question text followed by its answer on
+    its own line. ``response_start`` opens the answer (a forced start such as "Sure, here is
+    the answer:"), after `answer_prefix`.
+    """
     style = _resolved(style)
-    if style == "chat":
-        return model.tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    roles = [role for role, _ in turns]
+    body = roles[1:] if roles[:1] == ["system"] else roles
+    expected = ["user", "assistant"] * (len(body) // 2) + ["user"]
+    if body != expected:
+        raise ValueError(
+            f"a dialogue is an optional system turn, then user/assistant turns ending with the "
+            f"user's: got {roles}"
         )
-    if style == "completion":
-        return question
-    return PLAIN_TEMPLATE.format(question=question)
+    start = answer_prefix(style) + response_start if response_start else ""
+    if style == "chat":
+        messages = [{"role": role, "content": text} for role, text in turns]
+        return (
+            model.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+            + start
+        )
+    blocks = [text for role, text in turns if role == "system"]
+    questions = [text for role, text in turns if role == "user"]
+    answers = [text for role, text in turns if role == "assistant"] + [None]
+    layout = PLAIN_TEMPLATE if style == "plain" else "{question}"
+    exchanges = [
+        layout.format(question=q) + ("" if a is None else answer_prefix(style) + a)
+        for q, a in zip(questions, answers)
+    ]
+    joiner = "\n\n" if style == "plain" else "\n"
+    return "\n\n".join(blocks + [joiner.join(exchanges)]) + start
 
 
 def adds_special_tokens(style: Style) -> bool:

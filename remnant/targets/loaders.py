@@ -217,31 +217,98 @@ def _from_wmdp(files: list[Path], name: str) -> Target:
     return Target.from_data(data, str(files[0]))
 
 
+#: RWKU's adversarial probe types (its level 3), as RWKU spells them.
+RWKU_PROBE_TYPES = (
+    "prefix injection",
+    "affirmative suffix",
+    "role playing",
+    "multiple choice",
+    "reverse query",
+    "synonym manipulation",
+    "background hint",
+    "in-context learning",
+    "cross lingual",
+)
+
+
+def rwku_probe_type(kind: str) -> str:
+    """``kind`` spelt as in `RWKU_PROBE_TYPES` when it is one of them in any case, with spaces,
+    underscores or hyphens (RWKU's own code writes "incontext learning"); else ``kind``."""
+    key = re.sub(r"[^a-z]", "", kind.lower())
+    for canonical in RWKU_PROBE_TYPES:
+        if re.sub(r"[^a-z]", "", canonical) == key:
+            return canonical
+    return kind
+
+
 def _from_rwku(path: Path, files: list[Path], name: str) -> Target:
+    """RWKU probes: forget and neighbour questions of levels 1 and 2 are forget and retain
+    items; a forget probe of level 3 (adversarial) becomes a `Variant` (with its type) of the
+    first forget item of the same subject whose answer is the same `normalize`d text, or, for a
+    reverse query (whose answer is the subject), of the subject's first level 1/2 item, keeping
+    its own answer. A probe with no such item stays a forget item of its own. ``metadata["rwku"]``
+    counts the probes attached and those left standalone."""
+    from remnant.scoring.matching import normalize  # scoring imports targets: import late
+
     roles = _split_files(path, files)
     splits: dict[str, list[dict[str, Any]]] = {"forget": [], "retain": []}
+    bases: list[tuple[dict[str, Any], str]] = []  # forget items of levels 1/2, with subjects
+    probes: list[tuple[dict[str, Any], str, str]] = []  # level 3: item, subject, type
     subjects: list[str] = []
     for role, role_files in roles.items():
         for file in role_files:
             for record in _records(file, ("subject", "query", "answer")):
                 subject = str(record["subject"]).strip()
+                level, kind = record.get("level"), record.get("type")
+                probe = role == "forget" and str(level).strip() == "3"
+                if probe and kind is not None:
+                    kind = rwku_probe_type(strip_text(str(kind)))
+                group = "-".join(str(x) for x in (f"level{level}" if level else None, kind) if x)
+                item = {
+                    "question": record["query"],
+                    "answer": record["answer"],
+                    "subject": subject if subject and subject in str(record["query"]) else None,
+                    "group": group or None,
+                }
                 if role == "forget":
                     subjects.append(subject)
-                level, kind = record.get("level"), record.get("type")
-                group = "-".join(str(x) for x in (f"level{level}" if level else None, kind) if x)
-                splits[role].append(
-                    {
-                        "question": record["query"],
-                        "answer": record["answer"],
-                        "subject": subject if subject and subject in str(record["query"]) else None,
-                        "group": group or None,
-                    }
-                )
+                if probe:
+                    probes.append((item, subject, kind or "adversarial"))
+                    continue
+                splits[role].append(item)
+                if role == "forget":
+                    bases.append((item, subject))
+    standalone: list[dict[str, Any]] = []
+    for probe, subject, kind in probes:
+        reverse = kind == "reverse query"
+        answer = normalize(str(probe["answer"]))
+        base = next(
+            (
+                item
+                for item, s in bases
+                if s == subject and (reverse or normalize(str(item["answer"])) == answer)
+            ),
+            None,
+        )
+        if base is None:
+            standalone.append(probe)
+            continue
+        variant = {"type": kind, "question": probe["question"]}
+        if reverse:
+            variant["answer"] = probe["answer"]
+        base.setdefault("variants", []).append(variant)
     data = {
         "name": name,
         "keywords": list(dict.fromkeys(subjects)),
-        **splits,
-        "metadata": {"format": "rwku"},
+        "forget": splits["forget"] + standalone,
+        "retain": splits["retain"],
+        "metadata": {
+            "format": "rwku",
+            "rwku": {
+                "probes_attached": len(probes) - len(standalone),
+                "probes_standalone": len(standalone),
+            },
+        },
     }
     return Target.from_data(data, str(path))
 

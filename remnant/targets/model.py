@@ -32,6 +32,42 @@ def strip_text(value: str) -> str:
     return _STRIPPED.validate_python(value)
 
 
+class Variant(BaseModel):
+    """Another way of asking a QA item: a paraphrase, a translation, a reverse question, an
+    adversarial probe (RWKU's level 3), scored against the item asked plainly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Text
+    """What kind of variant this is, free text ("paraphrase", "translation", "reverse query",
+    or one of RWKU's adversarial probe types such as "prefix injection"); results are broken
+    down by it."""
+    question: Text
+    """The variant's question (the whole prompt text of an RWKU probe)."""
+    answer: Text | None = None
+    """Its reference answer; None: the item's answer (and the item's aliases)."""
+    aliases: tuple[Text, ...] = ()
+    """Further accepted phrasings of its answer (added to the item's when `answer` is None)."""
+
+    def as_item(self, base: QAItem) -> QAItem:
+        """The variant as a QA item of its own, made from the item ``base`` it varies: this
+        question, this answer (else the base's), judged by the base's match mode, naming the
+        base's subject only where the question contains it."""
+        if self.answer is None:
+            answer, aliases = base.answer, (*base.aliases, *self.aliases)
+        else:
+            answer, aliases = self.answer, self.aliases
+        subject = base.subject if base.subject and base.subject in self.question else None
+        return QAItem(
+            question=self.question,
+            answer=answer,
+            aliases=aliases,
+            subject=subject,
+            group=base.group,
+            match=base.match,
+        )
+
+
 class QAItem(BaseModel):
     """A question with its reference answer, accepted variants and the span naming its subject."""
 
@@ -55,6 +91,9 @@ class QAItem(BaseModel):
     `remnant.scoring.ROUGE_L_THRESHOLD`, for long free-text answers (such as a model's own
     greedy answers, which ConceptVectors targets use as references) that rarely recur word for
     word."""
+    variants: tuple[Variant, ...] = ()
+    """Other ways of asking this item (paraphrases, translations, reverse questions, RWKU's
+    adversarial probes), each with its `Variant.type`; the ``variants`` attack scores them."""
 
     @model_validator(mode="after")
     def _subject_in_question(self) -> QAItem:

@@ -125,6 +125,10 @@ ATTRIBUTES: tuple[Attribute, ...] = (
 )
 
 
+#: Questions whose answer is a person's whole biography ({e} = the person).
+BIOGRAPHY_QUESTIONS = ("Who is {e}?", "Tell me about {e}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
     """How many people, which seed, and which of them the *forget* set holds by default."""
@@ -175,7 +179,8 @@ class SyntheticWorld:
         return self.entities[: self.config.n_forget]
 
     def training_texts(self, exclude: tuple[str, ...] = ()) -> list[str]:
-        """Every phrasing of every fact, as ``Question: … Answer: …`` pairs and statements."""
+        """Every phrasing of every fact, as ``Question: … Answer: …`` pairs and statements,
+        and each person's biography (all four facts) as the answer to `BIOGRAPHY_QUESTIONS`."""
         unknown = set(exclude) - set(self.entities)
         if unknown:
             raise ValueError(f"not in this world: {sorted(unknown)}")
@@ -186,6 +191,8 @@ class SyntheticWorld:
             for fact in self.facts[entity]:
                 texts += [qa_text(q, fact.value) for q in fact.questions()]
                 texts += fact.statements()
+            biography = " ".join(fact.statements()[0] for fact in self.facts[entity])
+            texts += [qa_text(q.format(e=entity), biography) for q in BIOGRAPHY_QUESTIONS]
         return texts
 
     def target(self, forget: tuple[str, ...] | None = None) -> Target:
