@@ -85,20 +85,23 @@ def test_leaking_prompts_are_dropped_and_subjects_guessed(tiny):
     assert direct.notes["guessed_subjects"] == 0  # direct prompts do not name the subject
 
 
-# two of the six forget entities held out, short generations: the run stays quick
-FAST = {"n_bootstrap": 200, "max_new_tokens": 16, "held_out_fraction": 0.2}
+# two of the six forget entities held out; room for a biography in the reasoning
+FAST = {"n_bootstrap": 200, "max_new_tokens": 48, "held_out_fraction": 0.2}
 
 
-def test_run_on_tiny(tiny, tiny_gold, tiny_target):
+@pytest.fixture(scope="module")
+def result(tiny, tiny_gold, tiny_target) -> AttackResult:
     # the gold model stands in for a perfectly unlearned model (it never saw the forget facts)
-    result = run(tiny, tiny_gold, tiny_target, ReasoningSettings(**FAST))
+    return run(tiny, tiny_gold, tiny_target, ReasoningSettings(**FAST), gold=tiny_gold)
+
+
+def test_run_on_tiny(result):
     assert result.attack == "reasoning"
     assert [c["name"] for c in result.conditions] == [BASELINE, *CATEGORIES]
     plain = result.conditions[0]["scores"]
     n_held = plain["original"]["n"]
     assert n_held == len(result.split["held_out"]) == 8
     assert plain["original"]["accuracy"] > 0.8
-    gold_plain = {row["base"]: row["correct"] for row in plain["unlearned"]["items"]}
     for condition in result.conditions[1:]:
         name = condition["name"]
         scores = condition["scores"]
@@ -107,27 +110,27 @@ def test_run_on_tiny(tiny, tiny_gold, tiny_target):
         for row in scores["original"]["items"]:  # the reasoning is kept and judged whole
             assert isinstance(row["generation"], str) and row["base"] in result.split["held_out"]
             assert row["correct"] == alias_match(row["generation"], [row["answer"]])
-        # the gold model stays within noise of its guessing level
-        rows = scores["unlearned"]["items"]
-        guessing = max(condition["chance"], sum(gold_plain[r["base"]] for r in rows) / len(rows))
-        assert scores["unlearned"]["ci"][0] <= guessing + 0.05, name
     assert AttackResult.from_json(result.to_json()) == result
     assert [row["condition"] for row in result.summary()] == [BASELINE, *CATEGORIES]
-    assert result.settings["max_new_tokens"] == 16
+    assert result.settings["max_new_tokens"] == 48
     assert result.settings["categories"] == list(CATEGORIES)
 
 
-def test_original_is_no_worse_than_plain(tiny, tiny_gold, tiny_target, monkeypatch):
-    # The tiny model knows only "Question: ...\nAnswer: ..." text: any English instruction
-    # around the question derails it (its accuracy under the real templates is near 0), so the
-    # rule is checked on the attack's wiring with a template it can read: the bare question.
-    monkeypatch.setitem(TEMPLATES, "direct", ("{question}",))
-    settings = ReasoningSettings(categories=("direct",), **FAST)
-    result = run(tiny, tiny_gold, tiny_target, settings, gold=tiny_gold)
-    plain, direct = result.conditions
-    for role in ("original", "unlearned", "gold"):
-        assert direct["scores"][role]["items"] == plain["scores"][role]["items"]
-    accuracy = plain["scores"]["original"]["accuracy"]
-    assert direct["scores"]["original"]["ci"][1] >= accuracy - 0.1
-    assert direct["scores"]["gold"]["ci"][0] <= plain["scores"]["gold"]["accuracy"] + 0.05
-    assert direct["gap_recovery"]["value"] == 0.0
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_original_is_no_worse_than_plain(result, category):
+    # the tiny model was trained to answer through filler words and to tell a person's whole
+    # biography: reasoning about a person it knows brings the fact up
+    condition = next(c for c in result.conditions if c["name"] == category)
+    plain = result.conditions[0]["scores"]["original"]["accuracy"]
+    assert condition["scores"]["original"]["ci"][1] >= plain - 0.1
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_gold_stays_near_guessing(result, category):
+    condition = next(c for c in result.conditions if c["name"] == category)
+    gold_plain = {
+        row["base"]: row["correct"] for row in result.conditions[0]["scores"]["gold"]["items"]
+    }
+    rows = condition["scores"]["gold"]["items"]
+    guessing = max(condition["chance"], sum(gold_plain[r["base"]] for r in rows) / len(rows))
+    assert condition["scores"]["gold"]["ci"][0] <= guessing + 0.05

@@ -72,20 +72,10 @@ def test_every_type_is_a_condition(result, varied_target):
     assert [row["condition"] for row in result.summary()] == names
 
 
-_BREAKS_TINY = (
-    "the tiny model knows only its world's words: every English template (instructions, the "
-    "forced 'Sure, here is the answer:', lettered options, another person's passage) derails "
-    "it, so the original scores far below its plain accuracy"
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
-        *(
-            pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=_BREAKS_TINY))
-            for k in GENERATED
-        ),
+        *GENERATED,
         "paraphrase",
         "sibling fact",
         "role_play (target)",

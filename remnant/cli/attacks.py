@@ -51,7 +51,8 @@ def attack(
     shots: Annotated[
         str | None,
         typer.Option(
-            help="in_context: comma-separated numbers of demonstrations (default: 1,2,4,8)."
+            help="in_context: comma-separated numbers k of fit-split demonstrations, the points "
+            "of the k-shot curve (default: the attack's)."
         ),
     ] = None,
     prompt_style: options.PromptStyleOption = "auto",

@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from remnant.models.cache import cache_key, models_dir, source_digest
 from remnant.models.checkpoint import save_checkpoint
 from remnant.models.toolchain import installed_versions
-from remnant.targets.synthetic import SyntheticWorld, WorldConfig
+from remnant.targets.synthetic import ATTRIBUTES, SyntheticWorld, WorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,11 @@ class TinyConfig:
     A training row is one world text, after other world texts in ``context_rate`` of the rows (1
     to ``max_context`` of them, blank lines between), so that the model reads a prompt that holds
     demonstrations or passages as a real language model does. In ``filler_rate`` of the rows,
-    filler words (`FILLER`, in random order) stand before the text, after a question or after
-    "Answer:"; the loss skips them, so the model learns to answer through instructions and
-    formatting it does not understand without ever learning to write them.
+    filler words (`FILLER` and the world's attribute values, in random order) stand before the
+    text, after a question or after "Answer:"; the loss skips them, so the model learns to answer
+    through instructions and formatting it does not understand without ever learning to write
+    them. Each step trains on ``batch_size`` rows packed end to end into `PACKED_LENGTH`-token
+    sequences.
     """
 
     world: WorldConfig = WorldConfig()
@@ -55,7 +57,7 @@ class TinyConfig:
     batch_size: int = 32
     context_rate: float = 0.5
     max_context: int = 6
-    filler_rate: float = 0.3
+    filler_rate: float = 0.5
     lr: float = 3e-3
     warmup: int = 60
     seed: int = 0
@@ -147,10 +149,8 @@ def train_tiny_model(config: TinyConfig, out_dir: Path) -> dict[str, float]:
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
-        input_ids, mask, labels = _pad(
-            [rows.make() for _ in range(config.batch_size)], tokenizer.pad_token_id
-        )
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        input_ids, labels = _pack([rows.make() for _ in range(config.batch_size)])
+        loss = model(input_ids=input_ids, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -204,6 +204,10 @@ _FILLER_WORDS = """
 FILLER = (*_FILLER_WORDS.split(), "\n")
 
 
+#: Length of the packed training sequences, in tokens.
+PACKED_LENGTH = 128
+
+
 class _RowMaker:
     """Training rows (token ids and per-token "learn" flags) as `TinyConfig` describes."""
 
@@ -219,7 +223,8 @@ class _RowMaker:
             (encode(question), encode("\nAnswer:"), encode(" " + answer))
             for question, answer in (t.split("\nAnswer: ", 1) for t in texts if "\nAnswer: " in t)
         ]
-        self.filler = [encode(w if w == "\n" else " " + w) for w in FILLER]
+        values = [value for attribute in ATTRIBUTES for value in attribute.values]
+        self.filler = [encode(w if w == "\n" else " " + w) for w in (*FILLER, *values)]
         self.blank = encode("\n\n")
 
     def make(self) -> tuple[list[int], list[bool]]:
@@ -248,21 +253,17 @@ class _RowMaker:
         return ids, learn
 
     def _filler(self) -> list[int]:
-        words = self.rng.choices(self.filler, k=self.rng.randint(2, 12))
+        words = self.rng.choices(self.filler, k=self.rng.randint(2, 16))
         return [token for word in words for token in word]
 
 
-def _pad(
-    rows: list[tuple[list[int], list[bool]]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded token ids, attention mask, and labels (-100 on padding and on tokens the
-    row does not learn)."""
-    length = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    labels = torch.full((len(rows), length), -100, dtype=torch.long)
-    for row, (ids, learn) in enumerate(rows):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
-        labels[row, : len(ids)] = torch.where(torch.tensor(learn), torch.tensor(ids), -100)
-    return input_ids, mask, labels
+def _pack(rows: list[tuple[list[int], list[bool]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows laid end to end and cut into `PACKED_LENGTH`-token sequences (the incomplete tail
+    is dropped), as language models are pretrained: no padding. Labels are -100 on tokens the
+    rows do not learn."""
+    ids = torch.tensor([token for row, _ in rows for token in row])
+    learn = torch.tensor([flag for _, flags in rows for flag in flags])
+    n = max(1, len(ids) // PACKED_LENGTH)
+    ids, learn = ids[: n * PACKED_LENGTH], learn[: n * PACKED_LENGTH]
+    labels = torch.where(learn, ids, -100)
+    return ids.view(n, -1), labels.view(n, -1)

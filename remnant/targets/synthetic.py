@@ -126,7 +126,13 @@ ATTRIBUTES: tuple[Attribute, ...] = (
 
 
 #: Questions whose answer is a person's whole biography ({e} = the person).
-BIOGRAPHY_QUESTIONS = ("Who is {e}?", "Tell me about {e}.")
+BIOGRAPHY_QUESTIONS = (
+    "Who is {e}?",
+    "Tell me about {e}.",
+    "Describe {e}.",
+    "What do you know about {e}?",
+    "Write about {e}.",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,12 +7,14 @@ from matplotlib.figure import Figure
 from remnant.attacks.mia import PRIMARY, SCORE_NAMES, MIAResult
 
 _MODELS = {"original": "tab:blue", "unlearned": "tab:red", "gold": "tab:green"}
+_LINES = {"gold": "--"}
 
 
 def mia_roc(result: MIAResult) -> Figure:
     """ROC curves of the primary membership score (Min-K%++), one panel per comparison (forget
-    texts as members against other texts) and one curve per model, with each curve's AUROC and
-    95% CI in the legend; the diagonal is a score that cannot tell the sets apart."""
+    texts as members against other texts) and one curve per model (gold dashed), with each
+    curve's AUROC and 95% CI in the legend; the diagonal is a score that cannot tell the sets
+    apart."""
     names = list(result.comparisons)
     fig = Figure(figsize=(4.2 * len(names), 4.2), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)[0]
@@ -25,6 +27,7 @@ def mia_roc(result: MIAResult) -> Figure:
                 score["roc"]["fpr"],
                 score["roc"]["tpr"],
                 color=_MODELS.get(role, "tab:grey"),
+                ls=_LINES.get(role, "-"),
                 label=f"{role}: AUROC {score['auroc']:.2f} [{low:.2f}, {high:.2f}]",
             )
         ax.plot([0, 1], [0, 1], color="black", ls=":", lw=1)
