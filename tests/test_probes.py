@@ -35,7 +35,7 @@ def npo_last_block(tiny, tiny_target, tmp_path_factory):
         stop_rule=False,
         overrides=dict(
             lr=3e-3,
-            steps=24,
+            steps=32,
             batch_size=8,
             layers=(3,),
             modules=(),

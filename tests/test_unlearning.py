@@ -383,4 +383,4 @@ def _perturb(model: Model) -> None:
     generator = torch.Generator().manual_seed(1)
     for i in range(model.n_layers):
         weight = model.parameters[f"model.layers.{i}.mlp.down_proj.weight"]
-        weight.add_(0.05 * torch.randn(weight.shape, generator=generator))
+        weight.add_(0.1 * torch.randn(weight.shape, generator=generator))

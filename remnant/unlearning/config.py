@@ -27,8 +27,11 @@ TOFU). `PRESETS` holds the values tuned for the embedded models:
 - ``tiny-synthetic``: chosen by a small grid (learning rate, retain weight, layers, modules,
   batch) on the freshly trained tiny model and its built-in target, so that with the stop rule
   every method halves forget accuracy while held-out retain accuracy drops by at most 0.15
-  (``tests/test_unlearning.py``, seed 0) with margin to spare over seeds 0-2 of the run
-  (``bench/unlearning_margins.py`` prints the margins); each stops well inside its maximum.
+  (``tests/test_unlearning.py``, seed 0), checked over seeds 0-2 of the run
+  (``bench/unlearning_margins.py`` prints the margins). GA and NPO were re-tuned when the tiny
+  model learned to read contexts (issue 12): NPO keeps a margin on every seed, GA's retain
+  margin is about one retain item (+0.007 at seed 0, -0.005 at seed 2): on this model, halving
+  forget accuracy by gradient ascent costs about 0.15 of retain accuracy at any rate tried.
 - ``smollm2-135m-instruct``: the step counts first measured on the built-in demo target (27
   forget QA items, 6 forget passages) with `remnant unlearn`, converted to epochs and widened
   so that the stop rule ends training (NPO measured on two targets, see `PRESETS`). RMU's steering
@@ -194,15 +197,15 @@ CONFIGS: dict[str, type[TrainingConfig]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny-synthetic": {
         "ga": {
-            "lr": 5e-4,
+            "lr": 6e-4,
             "epochs": 60.0,
             "batch_size": 24,
             "layers": (3,),
-            "modules": ("self_attn.o_proj", "self_attn.v_proj", "mlp.down_proj"),
+            "modules": ("mlp.down_proj",),
             "passages": False,
         },
         "graddiff": {"lr": 3e-4, "epochs": 20.0, "batch_size": 16, "retain_weight": 5.0},
-        "npo": {"lr": 3e-4, "epochs": 25.0, "batch_size": 16, "retain_weight": 5.0},
+        "npo": {"lr": 2e-4, "epochs": 35.0, "batch_size": 16, "retain_weight": 10.0},
         "rmu": {
             "lr": 1e-3,
             "epochs": 20.0,
