@@ -24,11 +24,15 @@ def _conditions(result: AttackResult) -> dict[str, dict]:
 def test_demonstrations_come_from_the_fit_split_only(attacked, tiny_target):
     fit, held = set(attacked.split["fit"]), set(attacked.split["held_out"])
     answers = {i.question: i.answer for i in tiny_target.forget}
+    items = {i.question: i for i in tiny_target.forget}
     for name, condition in _conditions(attacked).items():
         for row in condition["scores"]["original"]["items"]:
             assert row["question"] in held
             shown = [q for q in fit | held if q in row["prompt"] and q != row["question"]]
             assert all(q in fit or name == "unrelated" for q in shown)
+            context = row["prompt"].rsplit("Question:", 1)[0]
+            accepted = items[row["question"]].accepted_answers
+            assert not any(f"Answer: {a}\n" in context for a in accepted), (name, row["question"])
             if name.startswith("k="):
                 k = int(name[2:])
                 assert len(shown) == k

@@ -7,7 +7,9 @@ Three kinds of condition, each scored on the held-out split only:
 
 - ``k-shot``: k question-answer demonstrations from the *fit* split before the held-out
   question, for each k in ``shots`` (k = 0 is the plain baseline). Each held-out item draws its
-  own seeded order of the fit items and takes the first k, so larger k extend smaller ones.
+  own seeded order of the fit items and takes the first k, so larger k extend smaller ones;
+  demonstrations that give the item's answer away (another person born in the same city) are
+  left out and counted.
 - ``passages``: forget passages as text to read before the question, keeping only passages
   in which the item's answer does not occur (`remnant.scoring.is_correct` on the passage);
   passages that give the answer away are dropped and counted, items left with none are skipped.
@@ -29,9 +31,10 @@ from remnant.attacks.protocol import (
     plain_condition,
     run_conditions,
     split_forget,
+    without_answer,
 )
 from remnant.models.model import Model
-from remnant.scoring import Style, format_dialogue, is_correct, resolve_style
+from remnant.scoring import Style, format_dialogue, resolve_style
 from remnant.settings import Interval, require
 from remnant.targets.model import QAItem, Target
 
@@ -106,17 +109,21 @@ def _demonstrations(
     style: Style,
     settings: InContextSettings,
 ) -> Condition:
-    """Each item asked after the first ``k`` of its own seeded order of ``pool``."""
-    used = min(k, len(pool))
-    prompts = []
+    """Each item asked after the first ``k`` of its own seeded order of ``pool``, leaving out
+    demonstrations whose text gives the item's answer away (two people born in one city: the
+    other's demonstration would hand the model the answer)."""
+    prompts, used, dropped = [], [], 0
     for index, item in enumerate(items):
-        order = list(pool)
+        texts = {demo.question + " " + demo.answer: demo for demo in pool}
+        order = [texts[text] for text in without_answer(item, list(texts))]
+        dropped += len(pool) - len(order)
         random.Random(f"{settings.seed}-{category}-{index}").shuffle(order)
-        turns = [turn for demo in order[:used] for turn in _exchange(demo)]
+        used.append(min(k, len(order)))
+        turns = [turn for demo in order[:k] for turn in _exchange(demo)]
         prompts.append(format_dialogue(model, [*turns, ("user", item.question)], style))
-    notes = {"demonstrations": used, "pool": len(pool)}
-    if used < k:
-        notes["capped"] = f"asked for {k} demonstrations, the pool holds {len(pool)}"
+    notes = {"demonstrations": k, "pool": len(pool), "answer_giving_dropped": dropped}
+    if min(used) < k:
+        notes["capped"] = f"asked for {k} demonstrations; some items had only {min(used)}"
     return Condition(
         name=name,
         category=category,
@@ -142,7 +149,7 @@ def _passages(
     answer (in a seeded order per item)."""
     kept_items, prompts, dropped, skipped = [], [], 0, 0
     for index, item in enumerate(items):
-        clean = [p for p in passages if not is_correct(item, p)]
+        clean = without_answer(item, passages)
         dropped += len(passages) - len(clean)
         if not clean:
             skipped += 1

@@ -47,7 +47,7 @@ from remnant.models.model import Model
 from remnant.progress import progress_bar
 from remnant.results import Result
 from remnant.scoring import pad, rounded
-from remnant.scoring.batching import length_batches
+from remnant.scoring.batching import length_batches, padded_logits
 from remnant.settings import InstanceOf, Interval, OneOf, require
 from remnant.targets.model import Target
 from remnant.targets.synthetic import qa_text
@@ -204,15 +204,8 @@ def _token_statistics(
     first), the log-probability of the actual token, its Min-K%++ z-score, and whether the
     position holds a real token; each (batch, width − 1)."""
     ids, mask = pad(rows, pad_id, "right")
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        logits = model.hf_model(
-            input_ids=ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            position_ids=positions.to(model.device),
-        ).logits[:, :-1]
-        logp_all = torch.log_softmax(logits.float(), dim=-1)
-        del logits
+        logp_all = torch.log_softmax(padded_logits(model, ids, mask)[:, :-1], dim=-1)
         chosen = logp_all.gather(-1, ids[:, 1:, None].to(logp_all.device))[..., 0]
         p = logp_all.exp()
         mu = torch.where(p > 0, p * logp_all, 0.0).sum(-1)

@@ -150,6 +150,12 @@ def split_forget(target: Target, held_out_fraction: float = 0.5, seed: int = 0) 
     )
 
 
+def without_answer(item: QAItem, texts: Sequence[str]) -> list[str]:
+    """The ``texts`` that do not give ``item``'s answer away (`remnant.scoring.is_correct` on
+    the text): context an attack may put before the item's question."""
+    return [text for text in texts if not is_correct(item, text)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Condition:
     """One way of asking: per scored item, the dialogue to prompt with.

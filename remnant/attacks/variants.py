@@ -47,6 +47,7 @@ from remnant.attacks.protocol import (
     plain_condition,
     run_conditions,
     split_forget,
+    without_answer,
 )
 from remnant.errors import SettingsError
 from remnant.models.model import Model
@@ -293,7 +294,7 @@ def _background_hint(
     passages = target.forget_passages
     kept, prompts, dropped, naming = [], [], 0, 0
     for item in items:
-        clean = [p for p in passages if not is_correct(item, p)]
+        clean = without_answer(item, passages)
         dropped += len(passages) - len(clean)
         if not clean:
             continue

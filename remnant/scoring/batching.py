@@ -35,6 +35,18 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Te
     return ids, mask
 
 
+def padded_logits(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits (float32) of a padded batch, positions counted over real tokens only, so that
+    left and right padding give the same logits for every real token."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        return model.hf_model(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            position_ids=positions.to(model.device),
+        ).logits.float()
+
+
 def sequence_logprobs(
     model: Model,
     prompt_ids: Sequence[Sequence[int]],
@@ -49,13 +61,7 @@ def sequence_logprobs(
     pad_id = model.tokenizer.pad_token_id
     for batch in length_batches([len(r) for r in rows], batch_size):
         ids, mask = pad([rows[i] for i in batch], pad_id, padding_side)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.no_grad():
-            logits = model.hf_model(
-                input_ids=ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                position_ids=positions.to(model.device),
-            ).logits.float()
+        logits = padded_logits(model, ids, mask)
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
         for row, i in enumerate(batch):
             n_prompt, n_cont = len(prompt_ids[i]), len(continuation_ids[i])
@@ -105,19 +111,7 @@ def next_token_logits(
     order: list[int] = []
     for batch in length_batches([len(p) for p in prompt_ids], batch_size):
         ids, mask = pad([prompt_ids[i] for i in batch], model.tokenizer.pad_token_id, "left")
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.no_grad():
-            logits = (
-                model.hf_model(
-                    input_ids=ids.to(model.device),
-                    attention_mask=mask.to(model.device),
-                    position_ids=positions.to(model.device),
-                )
-                .logits[:, -1]
-                .float()
-                .cpu()
-            )
-        out.append(logits)
+        out.append(padded_logits(model, ids, mask)[:, -1].cpu())
         order += batch
     stacked = torch.cat(out)
     return stacked[torch.argsort(torch.tensor(order))]
