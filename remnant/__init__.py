@@ -60,6 +60,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "variant_attack": ("remnant.attacks.variants", "run"),
     "MIASettings": ("remnant.attacks.mia", "MIASettings"),
     "membership_inference": ("remnant.attacks.mia", "run"),
+    "RelearnSettings": ("remnant.attacks.relearn", "RelearnSettings"),
+    "relearn_attack": ("remnant.attacks.relearn", "run"),
+    "EmbeddingSettings": ("remnant.attacks.embedding", "EmbeddingSettings"),
+    "embedding_attack": ("remnant.attacks.embedding", "run"),
+    "QuantizeSettings": ("remnant.attacks.quantize", "QuantizeSettings"),
+    "quantization_attack": ("remnant.attacks.quantize", "run"),
 }
 
 __all__ = [
@@ -98,6 +104,12 @@ __all__ = [
     "variant_attack",
     "MIASettings",
     "membership_inference",
+    "RelearnSettings",
+    "relearn_attack",
+    "EmbeddingSettings",
+    "embedding_attack",
+    "QuantizeSettings",
+    "quantization_attack",
 ]
 
 
@@ -115,12 +127,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from remnant.attacks.embedding import EmbeddingSettings
+    from remnant.attacks.embedding import run as embedding_attack
     from remnant.attacks.in_context import InContextSettings
     from remnant.attacks.in_context import run as in_context_attack
     from remnant.attacks.mia import MIASettings
     from remnant.attacks.mia import run as membership_inference
+    from remnant.attacks.quantize import QuantizeSettings
+    from remnant.attacks.quantize import run as quantization_attack
     from remnant.attacks.reasoning import ReasoningSettings
     from remnant.attacks.reasoning import run as reasoning_attack
+    from remnant.attacks.relearn import RelearnSettings
+    from remnant.attacks.relearn import run as relearn_attack
     from remnant.attacks.variants import VariantSettings
     from remnant.attacks.variants import run as variant_attack
     from remnant.concept_vectors.ablate import AblateSettings

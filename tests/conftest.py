@@ -27,3 +27,16 @@ def tiny() -> Model:
 @pytest.fixture(scope="session")
 def tiny_gold() -> Model:
     return load_model("tiny-synthetic-gold")
+
+
+@pytest.fixture(scope="session")
+def tiny_ga(tiny: Model, tiny_target: Target, tmp_path_factory) -> Model:
+    """The tiny model unlearned by gradient ascent with its preset and no stop rule (forget
+    accuracy about 0.4): the attacks' unlearned model, whose held-out facts relearning on
+    the fit split brings back."""
+    from remnant.unlearning import UnlearningSettings, unlearn
+
+    out = tmp_path_factory.mktemp("unlearned") / "ga"
+    settings = UnlearningSettings(method="ga", stop_rule=False, max_new_tokens=8)
+    unlearn.run(tiny, tiny_target, settings, out=out)
+    return load_model(str(out))

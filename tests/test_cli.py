@@ -256,6 +256,40 @@ def test_attack_runs_the_other_attacks_in_the_order_given(tiny, tiny_gold, tmp_p
     assert not (out / "attack-in_context.json").exists()
 
 
+def test_attack_runs_the_white_box_attacks_with_their_budget_flags(tiny, tiny_gold, tmp_path):
+    from remnant.attacks.embedding import EmbeddingResult
+    from remnant.attacks.quantize import QuantizeResult
+    from remnant.attacks.relearn import RelearnResult
+
+    out = tmp_path / "attack"
+    output = _run(
+        "attack", *_ATTACK_MODELS, "--out", str(out), "--attacks", "quantize,relearn,embedding",
+        "--max-new-tokens", "4", "--steps", "2", "--lr", "1e-4", "--lora-rank", "4",
+        "--rtt-rounds", "0", "--soft-iterations", "2", "--soft-tokens", "3",
+        "--n-samples", "1", "--bits", "4", "--group-size", "16",
+    )  # fmt: skip
+    titles = ["quantization on", "relearning on", "embedding noise on", "soft prompt on"]
+    assert [output.index(title) for title in titles] == sorted(output.index(t) for t in titles)
+    relearned = RelearnResult.from_json((out / "attack-relearn.json").read_text())
+    assert relearned.settings["steps"] == 2 and relearned.settings["lora_rank"] == 4
+    assert relearned.rtt is None and relearned.line == "unlearned before relearning"
+    assert all(curve["steps"] == [0, 2] for curve in relearned.curves)
+    quantized = QuantizeResult.from_json((out / "attack-quantize.json").read_text())
+    assert [c["name"] for c in quantized.conditions] == [
+        "full precision", "int4 symmetric", "int4 asymmetric"
+    ]  # fmt: skip
+    for condition in quantized.conditions:
+        forget = condition["scores"]["unlearned"]["forget"]["accuracy"]
+        assert any(
+            line.startswith(f"│ {condition['name']} ") and f"{forget:.3f}" in line
+            for line in output.splitlines()
+        ), condition["name"]
+    attacked = EmbeddingResult.from_json((out / "attack-embedding.json").read_text())
+    assert attacked.settings["soft_tokens"] == 3 and attacked.settings["n_samples"] == 1
+    for png in ("relearn", "quantize", "embedding-noise", "embedding-soft-prompt"):
+        assert (out / f"attack-{png}.png").stat().st_size > 0, png
+
+
 def test_attack_rejects_unknown_names_and_bad_shots(tmp_path):
     args = ["attack", *_ATTACK_MODELS, "--out", str(tmp_path)]
     result = runner.invoke(app, [*args, "--attacks", "in_context,jailbreak"])

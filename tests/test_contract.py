@@ -42,6 +42,7 @@ def test_every_analysis_is_models_then_target_then_settings():
     analyses = ["evaluate", "probe", "logit_lens", "trace", "diff", "locate", "validate"]
     analyses += ["compare", "ablate", "unlearn"]
     analyses += ["in_context_attack", "reasoning_attack", "variant_attack", "membership_inference"]
+    analyses += ["relearn_attack", "embedding_attack", "quantization_attack"]
     for name in analyses:
         parameters = list(inspect.signature(getattr(remnant, name)).parameters.values())
         names = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
@@ -79,6 +80,7 @@ def test_every_result_has_a_kind_a_version_and_a_summary():
         getattr(remnant, name)
     assert {"eval", "probes", "lens", "trace", "diff", "locate", "validate"} <= set(RESULT_KINDS)
     assert {"compare", "ablate", "unlearning", "attack", "mia"} <= set(RESULT_KINDS)
+    assert {"relearn", "embedding", "quantize"} <= set(RESULT_KINDS)
     for kind, cls in RESULT_KINDS.items():
         if not cls.__module__.startswith("remnant."):
             continue

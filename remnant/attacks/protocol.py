@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from remnant.errors import TargetError
 from remnant.models.compat import check_compatible
@@ -30,6 +31,7 @@ from remnant.models.model import Model
 from remnant.progress import progress_bar
 from remnant.results import Result
 from remnant.scoring import (
+    EmbeddingEdit,
     Style,
     accuracy_summary,
     alias_match,
@@ -286,7 +288,7 @@ def run_conditions(
         for role, model in models.items():
             for condition, record in zip(conditions, scored):
                 started = time.perf_counter()
-                rows = _generate_rows(model, condition, style, settings)
+                rows = generate_rows(model, condition, style, settings)
                 seconds[role] += time.perf_counter() - started
                 bases = [row["base"] for row in rows]
                 summary = accuracy_summary(rows, settings, clusters=bases)
@@ -317,13 +319,35 @@ def run_conditions(
     )
 
 
-def _generate_rows(
-    model: Model, condition: Condition, style: Style, settings: AttackSettings
+def score_plain(
+    model: Model, items: Sequence[QAItem], style: Style, settings: AttackSettings
+) -> dict[str, Any]:
+    """``model``'s greedy answers to ``items`` asked plainly: the `accuracy_summary` with the
+    per-item rows under ``items`` (white-box attacks score a changed model this way)."""
+    rows = generate_rows(model, plain_condition(model, items, style), style, settings)
+    return {**accuracy_summary(rows, settings), "items": rows}
+
+
+def generate_rows(
+    model: Model,
+    condition: Condition,
+    style: Style,
+    settings: AttackSettings,
+    *,
+    edit: EmbeddingEdit | None = None,
+    ids: Sequence[Sequence[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Greedy generations for the condition's prompts, each judged by the condition."""
-    ids = encode_prompts(model, condition.prompts, style)
+    """Greedy generations for the condition's prompts (or for ``ids``, their token ids when
+    an attack changed them), with the input embeddings changed by ``edit`` when given (see
+    `remnant.scoring.generate`), each judged by the condition."""
+    if ids is None:
+        ids = encode_prompts(model, condition.prompts, style)
     generations = generate(
-        model, ids, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size
+        model,
+        ids,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+        edit=edit,
     )
     return [
         {
@@ -377,3 +401,34 @@ def gap_recovery(
     low, high = np.nanpercentile(ratios, [2.5, 97.5])
     value = (a.mean() - u.mean()) / gap
     return {"value": rounded(value), "ci": [rounded(low), rounded(high)], **out, "reason": None}
+
+
+def paired_difference(
+    first: Sequence[float],
+    second: Sequence[float],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """mean(first) − mean(second) over paired rows (the same items scored twice), with a 95%
+    percentile bootstrap CI from resampling the pairs; ``value`` None for no rows."""
+    a, b = (np.asarray(x, dtype=np.float64) for x in (first, second))
+    if a.size == 0:
+        return {"value": None, "ci": [None, None]}
+    ra, rb = cluster_resamples([a, b], None, n_resamples=n_bootstrap, seed=seed)
+    low, high = np.percentile(ra - rb, [2.5, 97.5])
+    return {"value": rounded(a.mean() - b.mean()), "ci": [rounded(low), rounded(high)]}
+
+
+def reset_weights(copy: Model, source: Model) -> None:
+    """Put ``source``'s weights back into ``copy`` (a `remnant.models.load_copy` of it that an
+    attack edited), in place."""
+    with torch.no_grad():
+        for name, tensor in copy.parameters.items():
+            tensor.copy_(source.parameters[name])
+    copy.weights_changed()
+
+
+def correct_column(scores: dict[str, Any]) -> list[float]:
+    """1.0 / 0.0 per item row of an accuracy summary (``scores["items"]``): was it correct."""
+    return [float(row["correct"]) for row in scores["items"]]

@@ -23,6 +23,9 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "reasoning": ("remnant.attacks.reasoning", "ReasoningSettings"),
     "variants": ("remnant.attacks.variants", "VariantSettings"),
     "mia": ("remnant.attacks.mia", "MIASettings"),
+    "relearn": ("remnant.attacks.relearn", "RelearnSettings"),
+    "embedding": ("remnant.attacks.embedding", "EmbeddingSettings"),
+    "quantize": ("remnant.attacks.quantize", "QuantizeSettings"),
 }
 
 
@@ -55,6 +58,42 @@ def attack(
             "of the k-shot curve (default: the attack's)."
         ),
     ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="relearn: optimizer steps per relearning curve."),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(min=0.0, help="relearn: learning rate of the curves.")
+    ] = None,
+    lora_rank: Annotated[
+        int | None,
+        typer.Option(min=0, help="relearn: LoRA rank (0: fine-tune the weights themselves)."),
+    ] = None,
+    rtt_rounds: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="relearn: folds held out in turn by retraining on T (0: skip it)."
+        ),
+    ] = None,
+    soft_iterations: Annotated[
+        int | None,
+        typer.Option(min=1, help="embedding: signed-gradient iterations of the soft prompt."),
+    ] = None,
+    soft_tokens: Annotated[
+        int | None,
+        typer.Option(min=0, help="embedding: soft-prompt vectors (0: no soft prompt)."),
+    ] = None,
+    n_samples: Annotated[
+        int | None, typer.Option(min=1, help="embedding: noise draws per item and scale.")
+    ] = None,
+    bits: Annotated[
+        str | None,
+        typer.Option(help="quantize: comma-separated bit widths (default: 8,4)."),
+    ] = None,
+    group_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="quantize: input weights sharing one scale (default 128)."),
+    ] = None,
     prompt_style: options.PromptStyleOption = "auto",
     batch_size: options.BatchSize = 16,
     max_new_tokens: Annotated[
@@ -76,6 +115,9 @@ def attack(
         "held_out_fraction": held_out_fraction, "prompt_style": prompt_style,
         "batch_size": batch_size, "max_new_tokens": max_new_tokens, "seed": seed,
         "shots": None if shots is None else _integers("--shots", shots),
+        "steps": steps, "lr": lr, "lora_rank": lora_rank, "rtt_rounds": rtt_rounds,
+        "soft_iterations": soft_iterations, "soft_tokens": soft_tokens, "n_samples": n_samples,
+        "bits": None if bits is None else _integers("--bits", bits), "group_size": group_size,
     }  # fmt: skip
     modules = {name: importlib.import_module(ATTACKS[name][0]) for name in chosen}
     settings = {
@@ -122,6 +164,7 @@ def _settings(cls: type[Settings], shared: dict[str, Any]) -> Settings:
 
 def _report(out: Path, name: str, result: Result) -> None:
     """Save ``result`` as ``attack-{name}.json`` with its figures, and print its table."""
+    from remnant.reports.figures import attacks as figures
     from remnant.reports.files import save_figure
 
     if result.kind == "mia":
@@ -130,9 +173,27 @@ def _report(out: Path, name: str, result: Result) -> None:
         render.save(out, f"attack-{name}", result, mia_roc(result))
         render.mia(result)
         return
-    from remnant.reports.figures.attacks import attack_bars, k_shot_curve
+    if result.kind == "relearn":
+        render.save(out, f"attack-{name}", result, figures.relearn_curves(result))
+        render.relearn(result)
+        return
+    if result.kind == "quantize":
+        render.save(out, f"attack-{name}", result, figures.quantize_bars(result))
+        render.quantize(result)
+        return
+    if result.kind == "embedding":
+        render.save(out, f"attack-{name}", result)
+        if result.noise is not None:
+            render.wrote(
+                save_figure(out / f"attack-{name}-noise.png", figures.noise_curves(result))
+            )
+        if result.soft_prompt is not None:
+            path = out / f"attack-{name}-soft-prompt.png"
+            render.wrote(save_figure(path, figures.soft_prompt_bars(result)))
+        render.embedding(result)
+        return
 
-    render.save(out, f"attack-{name}", result, attack_bars(result))
+    render.save(out, f"attack-{name}", result, figures.attack_bars(result))
     if name == "in_context":
-        render.wrote(save_figure(out / f"attack-{name}-k.png", k_shot_curve(result)))
+        render.wrote(save_figure(out / f"attack-{name}-k.png", figures.k_shot_curve(result)))
     render.attack(result)

@@ -255,3 +255,92 @@ def mia(result: Any) -> None:
         console.print(Text(flag, style="bold red"))
     for name, reason in result.skipped.items():
         console.print(f"skipped {name}: {reason}")
+
+
+def _difference(difference: dict[str, Any]) -> str:
+    return f"{fmt(difference['value'])} {_ci(difference['ci'])}"
+
+
+def relearn(result: Any) -> None:
+    """Per kind of training data: held-out accuracy of each model after relearning and the
+    unlearned model's recovery above the line; then retraining on T."""
+    roles = [role for role in ("original", "unlearned", "gold") if role in result.models]
+    table = _folding_table(
+        "data", "examples", *(f"{role} before → after" for role in roles),
+        f"unlearned − {result.line} [CI]", "recovered",
+        title=f"relearning on {result.target}: held-out forget accuracy",
+    )  # fmt: skip
+    for curve in result.curves:
+        table.add_row(
+            curve["data"], str(curve["n_examples"]),
+            *(f"{fmt(curve['points'][r][0]['accuracy'])} → {fmt(curve['final'][r]['accuracy'])}"
+              for r in roles),
+            _difference(curve["above_line"]),
+            Text("yes", style="red") if curve["recovered"] else "no",
+        )  # fmt: skip
+    console.print(table)
+    rtt = result.rtt
+    if rtt is not None:
+        best = ", ".join(
+            f"{role} {fmt(b['accuracy'])} (lr {b['lr']:g})" for role, b in rtt["best"].items()
+        )
+        console.print(
+            f"retraining on T ({len(rtt['rounds'])} of {len(rtt['folds'])} folds held out in "
+            f"turn, {rtt['n']} items; rate chosen on the held-out folds): {best}; unlearned − "
+            f"{result.line} {_difference(rtt['above_line'])}"
+            + (" recovered" if rtt["recovered"] else "")
+        )
+    console.print(f"wall time: {', '.join(f'{r} {s:.0f} s' for r, s in result.seconds.items())}")
+
+
+def embedding(result: Any) -> None:
+    """Accuracy under embedding noise per scale and model; the soft prompt beside its control."""
+    if result.noise is not None:
+        roles = list(result.noise["scales"][0]["roles"])
+        table = _folding_table(
+            "noise scale", *(f"{r} mean [CI] / best of n" for r in roles),
+            title=f"embedding noise on {result.target}: forget accuracy (n={result.noise['n']})",
+        )  # fmt: skip
+        for scale in result.noise["scales"]:
+            table.add_row(
+                f"{scale['scale']:g}",
+                *(f"{_with_ci(scale['roles'][r]['mean'])} / "
+                  f"{fmt(scale['roles'][r]['best_of_n']['accuracy'])}" for r in roles),
+            )  # fmt: skip
+        console.print(table)
+    soft = result.soft_prompt
+    if soft is not None:
+        table = _folding_table(
+            "model", "plain", "soft prompt", "control (permuted answers)",
+            title=f"soft prompt on {result.target}: held-out accuracy [95% CI]",
+        )  # fmt: skip
+        for role, scores in soft["roles"].items():
+            table.add_row(role, *(_with_ci(scores[k]) for k in ("plain", "attack", "control")))
+        console.print(table)
+        recovery = soft["gap_recovery"]
+        console.print(
+            f"unlearned: soft prompt − control {_difference(soft['above_control'])}; gap "
+            "recovery "
+            + (recovery["reason"] if recovery["value"] is None else _with_ci(recovery, "value"))
+        )
+
+
+def quantize(result: Any) -> None:
+    """Per quantization condition: forget and retain accuracy of each model, gap recovery."""
+    roles = list(result.conditions[0]["scores"])
+    table = _folding_table(
+        "condition", *(f"{r} forget / retain" for r in roles), "gap recovery [CI]",
+        title=f"quantization on {result.target}: accuracy [95% CI]",
+    )  # fmt: skip
+    for condition in result.conditions:
+        cells = []
+        for role in roles:
+            scores = condition["scores"][role]
+            retain = scores["retain"]
+            cells.append(f"{_with_ci(scores['forget'])} / {_with_ci(retain) if retain else '-'}")
+        recovery = condition["gap_recovery"]
+        table.add_row(
+            condition["name"], *cells,
+            "undefined" if recovery["value"] is None else _with_ci(recovery, "value"),
+        )  # fmt: skip
+    console.print(table)

@@ -3,7 +3,13 @@ matching by alias or ROUGE-L recall (matching), statistics with bootstrap CIs (s
 scores and reference answers (qa), multiple-choice scores (mcq), answer contexts (contexts), and
 whole-target evaluation (evaluate)."""
 
-from remnant.scoring.batching import generate, next_token_logits, pad, sequence_logprobs
+from remnant.scoring.batching import (
+    EmbeddingEdit,
+    generate,
+    next_token_logits,
+    pad,
+    sequence_logprobs,
+)
 from remnant.scoring.contexts import AnswerContext, answer_contexts
 from remnant.scoring.evaluate import EvalResult, evaluate
 from remnant.scoring.matching import (
@@ -42,6 +48,7 @@ from remnant.scoring.statistics import bootstrap_ci, mean, mean_ci, rounded
 from remnant.settings import PromptStyle, ScoringSettings
 
 __all__ = [
+    "EmbeddingEdit",
     "accuracy_change",
     "accuracy_summary",
     "MCQ_INSTRUCTION",

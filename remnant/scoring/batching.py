@@ -7,12 +7,16 @@ Prompts are grouped by length (less padding) into batches; every call runs throu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from remnant.models.model import Model
+
+#: (indices of the batch's prompts, their left-padded input embeddings (B, T, d), the attention
+#: mask (B, T)) -> the embeddings to generate from; an embedding-space attack's perturbation.
+EmbeddingEdit = Callable[[list[int], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -79,16 +83,25 @@ def generate(
     *,
     max_new_tokens: int = 32,
     batch_size: int = 16,
+    edit: EmbeddingEdit | None = None,
 ) -> list[str]:
-    """Greedy continuations (special tokens removed) of already-encoded prompts."""
+    """Greedy continuations (special tokens removed) of already-encoded prompts; with ``edit``,
+    generated from the prompts' input embeddings as ``edit`` changes them."""
     tokenizer = model.tokenizer
     out = [""] * len(prompt_ids)
     for batch in length_batches([len(p) for p in prompt_ids], batch_size):
         ids, mask = pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id, "left")
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        inputs = {"input_ids": ids}
+        if edit is not None:
+            with torch.no_grad():
+                inputs = {
+                    "inputs_embeds": edit(batch, model.hf_model.get_input_embeddings()(ids), mask)
+                }
         with torch.no_grad():
             generated = model.hf_model.generate(
-                input_ids=ids.to(model.device),
-                attention_mask=mask.to(model.device),
+                **inputs,
+                attention_mask=mask,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 temperature=None,
@@ -96,10 +109,9 @@ def generate(
                 top_k=None,
                 pad_token_id=tokenizer.pad_token_id,
             )
+        new = generated if edit is not None else generated[:, ids.shape[1] :]  # no ids echoed
         for row, i in enumerate(batch):
-            out[i] = tokenizer.decode(
-                generated[row, ids.shape[1] :], skip_special_tokens=True
-            ).strip()
+            out[i] = tokenizer.decode(new[row], skip_special_tokens=True).strip()
     return out
 
 
