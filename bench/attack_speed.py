@@ -1,8 +1,9 @@
 """White-box attack speed: remnant's relearning steps (`remnant.attacks.relearn.fine_tune`, LoRA
 r 128 on the attention and MLP projections, as the attack's defaults) and soft-prompt iterations
 (`remnant.attacks.embedding`) against a plain PyTorch loop doing the same steps on the same
-Hugging Face model (PEFT LoRA / a leaf embedding tensor with signed-gradient updates), side by
-side in one run on SmolLM2-135M-Instruct and the demo target. Prints steps per second and the
+Hugging Face model loaded without the bridge (PEFT LoRA / a leaf embedding tensor with
+signed-gradient updates), side by side in one run on SmolLM2-135M-Instruct and the demo
+target. Prints steps per second and the
 ratio (remnant / plain: 1.0 means no overhead)."""
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import statistics
 import time
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from remnant.attacks import embedding, relearn
 from remnant.models import load_copy, load_model
+from remnant.models.embedded import smollm2_dir
 from remnant.scoring import encode_answers, resolve_style
 from remnant.targets import load_builtin_target
 from remnant.unlearning.data import collate, qa_examples
@@ -34,6 +37,9 @@ def main(steps: int = 4, repeats: int = 3) -> None:
     torch.manual_seed(0)
     source = load_model("smollm2-135m-instruct")
     model = load_copy(source)
+    plain = AutoModelForCausalLM.from_pretrained(
+        smollm2_dir(), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     target = load_builtin_target("demo")
     style = resolve_style(model, "auto")
     settings = relearn.RelearnSettings()
@@ -47,7 +53,7 @@ def main(steps: int = 4, repeats: int = 3) -> None:
         from peft import LoraConfig, get_peft_model
 
         peft = get_peft_model(
-            model.hf_model,
+            plain,
             LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
                        target_modules=list(settings.modules)),
         )  # fmt: skip
@@ -84,7 +90,7 @@ def main(steps: int = 4, repeats: int = 3) -> None:
         labels[k, len(p) + len(a) :] = -100
 
     def plain_soft(n: int) -> None:
-        hf = model.hf_model
+        hf = plain
         for p in hf.parameters():
             p.requires_grad_(False)
         vectors = hf.get_input_embeddings()(torch.tensor([init] * soft.soft_tokens)).detach()

@@ -86,7 +86,7 @@ class EmbeddingSettings(AttackSettings):
     """Trainable vectors before the question (0: no soft-prompt attack)."""
     soft_step: float = 1e-3
     soft_iterations: int = 100
-    soft_batch_size: int = 16
+    soft_batch_size: int = 8
     """Fit items per optimisation step (drawn in seeded passes over the fit split)."""
 
     def check(self) -> None:

@@ -94,9 +94,9 @@ class RelearnSettings(AttackSettings):
 
     data: tuple[str, ...] = DATA
     """Which training data to relearn from (curves), of ``forget``, ``unrelated``, ``retain``."""
-    steps: int = 24
+    steps: int = 16
     """Optimizer steps per curve."""
-    eval_every: int = 8
+    eval_every: int = 4
     """Score the held-out items after every this many steps (and before the first)."""
     lr: float = 2e-4
     train_batch_size: int = 8
@@ -113,7 +113,7 @@ class RelearnSettings(AttackSettings):
     """Folds of whole entity groups the forget items are cut into for retraining on T."""
     rtt_rounds: int = 2
     """Folds held out in turn (each round trains on the other folds); 0: no retraining on T."""
-    rtt_lrs: tuple[float, ...] = (1e-4, 4e-4, 1.6e-3)
+    rtt_lrs: tuple[float, ...] = (2e-4, 1e-3)
     """Learning rates tried in retraining on T; the best is chosen on the held-out folds."""
     rtt_steps: int | None = None
     """Optimizer steps per retraining-on-T run (None: ``steps``)."""
