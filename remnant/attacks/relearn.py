@@ -158,8 +158,9 @@ class RelearnResult(Result):
     and ``loss`` (training loss per step, nats per token), ``final`` (per role: the held-out
     scores after the last step, with per-item generations), ``above_line`` (unlearned minus the
     line's accuracy on the same items after the last step, with a 95% bootstrap CI),
-    ``recovered`` (that CI lies above 0), ``gain`` (the unlearned model's accuracy after the
-    last step minus before the first, 95% CI) and ``gap_recovery`` (of the final accuracy)."""
+    ``gain`` (the unlearned model's accuracy after the last step minus before the first, 95%
+    CI), ``recovered`` (the CIs of both lie above 0: relearning brought answers back beyond what
+    it teaches) and ``gap_recovery`` (of the final accuracy)."""
     rtt: dict[str, Any] | None
     """Retraining on T: ``folds`` (questions per fold), ``rounds`` (indices of the folds held
     out in turn), ``n`` (items scored), ``before`` (per role: accuracy on those items before any
@@ -459,14 +460,17 @@ def _above_line(
 ) -> dict[str, Any]:
     """The unlearned model's accuracy after relearning minus the line's on the same items (the
     gold model's after the same relearning, else its own before relearning), and minus its own
-    before relearning (``gain``), each with a 95% bootstrap CI."""
+    before relearning (``gain``), each with a 95% bootstrap CI; ``recovered`` when both CIs
+    lie above 0 (relearning brought answers back, beyond what it teaches a model that never knew
+    them)."""
     line = final["gold"] if "gold" in final else before["unlearned"]
     ci = {"n_bootstrap": settings.n_bootstrap, "seed": settings.seed}
     after = correct_column(final["unlearned"])
     difference = paired_difference(after, correct_column(line), **ci)
-    low = difference["ci"][0]
+    gain = paired_difference(after, correct_column(before["unlearned"]), **ci)
+    lows = (difference["ci"][0], gain["ci"][0])
     return {
         "above_line": difference,
-        "recovered": low is not None and low > 0,
-        "gain": paired_difference(after, correct_column(before["unlearned"]), **ci),
+        "recovered": all(low is not None and low > 0 for low in lows),
+        "gain": gain,
     }

@@ -176,7 +176,7 @@ def quantize_bars(result: QuantizeResult) -> Figure:
         if any(s is None for values in scores.values() for s in values):
             ax.set_title(f"{split}: no items", fontsize=9)
             continue
-        _bars_on(ax, scores, labels)
+        _bars_on(ax, scores, labels, result.models)
         ax.set_title(f"{split} items", fontsize=9)
     axes[0].set_ylabel("accuracy (95% CI)")
     handles, _ = axes[0].get_legend_handles_labels()
@@ -220,18 +220,17 @@ def _bars_on(
     ax: Any,
     scores: dict[str, list[dict[str, Any]]],
     labels: list[str],
-    models: dict[str, dict[str, Any]] | None = None,
+    models: dict[str, dict[str, Any]],
 ) -> None:
     """Bars of accuracy with CI, grouped by label, one colour per model role."""
     width = 0.8 / len(scores)
     centres = np.arange(len(labels))
     for k, (role, values) in enumerate(scores.items()):
         accuracy, low, high = _accuracies([{"scores": {role: v}} for v in values], role)
-        name = f"{role} ({models[role]['name']})" if models else role
         ax.bar(
             centres + (k - (len(scores) - 1) / 2) * width, accuracy, width,
             yerr=np.clip([accuracy - low, high - accuracy], 0, None), capsize=2,
-            color=_COLOURS[role], label=name,
+            color=_COLOURS[role], label=f"{role} ({models[role]['name']})",
         )  # fmt: skip
     ax.set_xticks(centres, labels, fontsize=8)
     ax.set_ylim(0, 1.02)
