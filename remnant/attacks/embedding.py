@@ -38,7 +38,6 @@ from remnant.attacks.protocol import (
     generate_rows,
     paired_difference,
     plain_condition,
-    score_plain,
     split_forget,
 )
 from remnant.errors import TargetError
@@ -55,6 +54,7 @@ from remnant.scoring import (
     resolve_style,
     rounded,
 )
+from remnant.scoring.batching import pad
 from remnant.scoring.statistics import bootstrap_ci
 from remnant.settings import InstanceOf, Interval, require
 from remnant.targets.model import QAItem, Target
@@ -115,8 +115,9 @@ class EmbeddingResult(Result):
     noise: dict[str, Any] | None
     """``n`` (forget items), ``rms`` (per role: the embedding matrix's RMS entry, the unit of
     the scales), ``scales``: per scale (0 first: no noise) and role, ``mean`` (accuracy averaged
-    over draws, 95% bootstrap CI over items), ``best_of_n`` (accuracy when any draw counts) and
-    ``per_sample`` (accuracy of each draw). None when no scale was asked."""
+    over draws, 95% bootstrap CI over items), ``best_of_n`` (accuracy when any draw counts),
+    ``per_sample`` (accuracy of each draw) and ``examples`` (the first draw's generations for
+    the first three items). None when no scale was asked."""
     soft_prompt: dict[str, Any] | None
     """Per role: ``plain`` (held-out accuracy with no soft prompt), ``attack`` and ``control``
     (held-out accuracy after the soft prompt optimised on the fit split's true answers, and on
@@ -179,13 +180,18 @@ def run(
     noise: dict[str, Any] = {"scales": {}, "rms": {}}
     soft: dict[str, Any] = {}
     seconds: dict[str, float] = {}
+    position = {id(item): k for k, item in enumerate(target.forget)}
     for role, model in models.items():
         started = time.perf_counter()
+        plain = generate_rows(model, plain_condition(model, target.forget, style), style, settings)
         if settings.noise_scales:
             noise["rms"][role] = rounded(_embedding_rms(model))
-            noise["scales"][role] = _noise(model, target.forget, style, settings, role, progress)
+            noise["scales"][role] = _noise(
+                model, target.forget, plain, style, settings, role, progress
+            )
         if settings.soft_tokens:
-            soft[role] = _soft_prompt(model, split, permuted, style, settings, role, progress)
+            held = [plain[position[id(item)]] for item in split.held_out]
+            soft[role] = _soft_prompt(model, split, held, permuted, style, settings, role, progress)
         seconds[role] = round(time.perf_counter() - started, 2)
     return EmbeddingResult(
         models={role: model.identity() for role, model in models.items()},
@@ -223,27 +229,27 @@ def _embedding_rms(model: Model) -> float:
 def _noise(
     model: Model,
     items: Sequence[QAItem],
+    plain: list[dict[str, Any]],
     style: Style,
     settings: EmbeddingSettings,
     role: str,
     progress: bool,
 ) -> dict[str, list[list[dict[str, Any]]]]:
-    """Per scale (0 first), per draw, the per-item rows of greedy answers with the question's
-    embeddings noised; each item's noise is seeded by (seed, scale, draw, item), so batching
-    does not change it."""
+    """Per scale (0 first: the ``plain`` rows, no noise), per draw, the per-item rows of greedy
+    answers with the question's embeddings noised; each item's noise is seeded by (seed, scale,
+    draw, item), so batching does not change it."""
     spans = [question_positions(model, item, style)[1:] for item in items]
     condition = plain_condition(model, items, style)
     rms = _embedding_rms(model)
-    scales = [0.0, *settings.noise_scales]
-    out: dict[str, list[list[dict[str, Any]]]] = {}
+    out: dict[str, list[list[dict[str, Any]]]] = {"0": [plain]}
     bar = progress_bar(
-        total=1 + len(settings.noise_scales) * settings.n_samples,
+        total=len(settings.noise_scales) * settings.n_samples,
         desc=f"{role}: embedding noise", unit="draw", enabled=progress,
     )  # fmt: skip
     with bar:
-        for s, scale in enumerate(scales):
+        for s, scale in enumerate(settings.noise_scales, start=1):
             draws = []
-            for draw in range(settings.n_samples if scale else 1):
+            for draw in range(settings.n_samples):
                 edit = _noise_edit(spans, scale * rms, f"{settings.seed}-{s}-{draw}")
                 draws.append(generate_rows(model, condition, style, settings, edit=edit))
                 bar.update(1)
@@ -253,8 +259,6 @@ def _noise(
 
 def _noise_edit(spans: Sequence[tuple[int, int]], sigma: float, seed: str):
     def edit(batch: list[int], embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if sigma == 0:
-            return embeds
         out = embeds.clone()
         offsets = (mask == 0).sum(-1).tolist()  # left padding
         for row, i in enumerate(batch):
@@ -316,21 +320,23 @@ def _frozen(model: Model) -> Iterator[None]:
 def _soft_prompt(
     model: Model,
     split: Any,
+    plain: list[dict[str, Any]],
     permuted: list[int],
     style: Style,
     settings: EmbeddingSettings,
     role: str,
     progress: bool,
 ) -> dict[str, Any]:
-    """Held-out accuracy of ``model`` plainly, after a universal soft prompt optimised on the
-    fit items' answers, and after one optimised on their permuted answers."""
+    """Held-out accuracy of ``model`` plainly (its ``plain`` rows of the held-out items), after a
+    universal soft prompt optimised on the fit items' answers, and after one optimised on their
+    permuted answers."""
     init = model.tokenizer(SOFT_INIT, add_special_tokens=False).input_ids[0]
     fit = [slotted_prompt(model, item, style, init, settings.soft_tokens) for item in split.fit]
     held = [
         slotted_prompt(model, item, style, init, settings.soft_tokens) for item in split.held_out
     ]
     answers = encode_answers(model, [item.answer for item in split.fit], style)
-    out: dict[str, Any] = {"plain": score_plain(model, split.held_out, style, settings)}
+    out: dict[str, Any] = {"plain": {**accuracy_summary(plain, settings), "items": plain}}
     for name, targets in (("attack", answers), ("control", [answers[j] for j in permuted])):
         soft, loss = optimise_soft_prompt(
             model, fit, targets, init, settings, f"{role}: soft prompt {name}", progress
@@ -399,10 +405,8 @@ def _answer_nll(
     """Mean over examples of the answer's NLL per token, the soft vectors in each prompt's
     slots (right padding)."""
     rows = [ids + answer for (ids, _), answer in zip(prompts, answers)]
-    width = max(len(r) for r in rows)
-    pad = model.tokenizer.pad_token_id
-    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
+    ids, mask = pad(rows, model.tokenizer.pad_token_id, "right")
+    ids, mask = ids.to(model.device), mask.to(model.device)
     embeds = model.hf_model.get_input_embeddings()(ids)
     m = soft.shape[0]
     slots = torch.zeros(ids.shape, dtype=torch.bool, device=model.device)

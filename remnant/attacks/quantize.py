@@ -17,7 +17,6 @@ original (and gold) model quantized alike as controls for what rounding costs by
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from typing import Any
 
@@ -34,7 +33,7 @@ from remnant.attacks.protocol import (
 )
 from remnant.errors import TargetError
 from remnant.models.loading import load_copy
-from remnant.models.model import Model
+from remnant.models.model import LAYER_NAME, Model
 from remnant.progress import progress_bar
 from remnant.results import Result
 from remnant.scoring import resolve_style
@@ -44,7 +43,6 @@ from remnant.targets.model import Target
 SCHEMES = ("symmetric", "asymmetric")
 #: The full-precision condition every quantized one is compared with.
 FULL = "full precision"
-_IN_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.\d+\.")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -109,7 +107,7 @@ def quantize_model(model: Model, bits: int, scheme: str, group_size: int) -> lis
     names = [
         name
         for name, tensor in model.parameters.items()
-        if _IN_LAYER.search(name) and name.endswith(".weight") and tensor.dim() == 2
+        if LAYER_NAME.search(name) and name.endswith(".weight") and tensor.dim() == 2
     ]
     with torch.no_grad():
         for name in names:

@@ -379,14 +379,17 @@ def _retrain_on_t(
     held = [item for fold in folds[: settings.rtt_rounds] for item in fold]
     reset_weights(copy, source)
     before = score_plain(copy, held, style, settings)["items"]
+    training = [
+        qa_examples(copy, [item for j, fold in enumerate(folds) if j != k for item in fold], style)
+        for k in range(settings.rtt_rounds)
+    ]
     by_lr: dict[str, list[dict[str, Any]]] = {}
     for lr in settings.rtt_lrs:
         rows: list[dict[str, Any]] = []
         for k in range(settings.rtt_rounds):
             reset_weights(copy, source)
-            train_items = [item for j, fold in enumerate(folds) if j != k for item in fold]
             fine_tune(
-                copy, qa_examples(copy, train_items, style), settings, lr=lr,
+                copy, training[k], settings, lr=lr,
                 steps=settings.rtt_steps or settings.steps,
                 desc=f"{role}: RTT lr={lr:g} fold {k + 1}/{settings.rtt_rounds}",
                 progress=progress,

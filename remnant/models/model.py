@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,10 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from remnant.models.checkpoint import save_checkpoint
+
+#: A Hugging Face parameter name inside a decoder layer; group 1 is the layer's index
+#: (``model.layers.3.mlp.down_proj.weight`` → 3; GPT-2's ``h.3.`` and ``blocks.3.`` alike).
+LAYER_NAME = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
 
 
 @dataclasses.dataclass(eq=False)

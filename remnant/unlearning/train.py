@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from remnant.errors import UnlearningError
-from remnant.models.model import Model
+from remnant.models.model import LAYER_NAME, Model
 from remnant.progress import progress_bar
 from remnant.unlearning import losses
 from remnant.unlearning.config import (
@@ -31,8 +30,6 @@ from remnant.unlearning.config import (
 from remnant.unlearning.data import Batch, Example, batches, in_order
 
 log = logging.getLogger(__name__)
-
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
 
 #: (forget batch, retain batch or None) → (loss to minimise, forget term, retain term or None)
 Objective = Callable[[Batch, Batch | None], tuple[torch.Tensor, float, float | None]]
@@ -52,7 +49,7 @@ def select_parameters(
     for name, tensor in model.parameters.items():
         if not isinstance(tensor, nn.Parameter) or id(tensor) in seen:
             continue
-        match = _LAYER.search(name)
+        match = LAYER_NAME.search(name)
         if layers is not None and (match is None or int(match.group(1)) not in layers):
             continue
         if modules and not any(fragment in name for fragment in modules):
