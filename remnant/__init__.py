@@ -66,6 +66,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "embedding_attack": ("remnant.attacks.embedding", "run"),
     "QuantizeSettings": ("remnant.attacks.quantize", "QuantizeSettings"),
     "quantization_attack": ("remnant.attacks.quantize", "run"),
+    "audit": ("remnant.audit", "audit"),
+    "AuditConfig": ("remnant.audit", "AuditConfig"),
+    "load_config": ("remnant.audit", "load_config"),
 }
 
 __all__ = [

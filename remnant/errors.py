@@ -50,7 +50,9 @@ class OutputExistsError(RemnantError, FileExistsError):
 
 
 class TracingError(RemnantError, ValueError):
-    """Tracing cannot run as asked (no item names its subject)."""
+    """Tracing cannot run as asked: no item to trace names its subject (``subject``, or a target
+    keyword in the question) and none holds a name-like span to infer one from. Giving the items
+    a ``subject`` fixes it."""
 
 
 class ConceptVectorError(RemnantError, ValueError):

@@ -139,23 +139,48 @@ def test_concepts_locates_validates_and_compares(tiny, tiny_gold, tmp_path):
     assert (out / "locate.png").exists() and (out / "compare0.png").exists()
 
 
-def test_demo_runs_every_stage_and_resumes_from_saved_results(tiny, tmp_path):
-    out = tmp_path / "demo"
-    args = ["demo", "--model", "tiny-synthetic", "--target", "tiny-synthetic", "--out", str(out)]
+def test_audit_and_report_commands_write_verdicts_and_html(tiny_ga, tmp_path):
+    from conftest import TINY_AUDIT
+
+    out = tmp_path / "audit"
+    args = [
+        "audit", "--original", "tiny-synthetic", "--unlearned", f"ga={tiny_ga.source}",
+        "--unlearned", "tiny-synthetic-gold", "--target", "tiny-synthetic", "--out", str(out),
+        "--config", str(TINY_AUDIT), "--stages", "behaviour,lens",
+    ]  # fmt: skip
     first = _run(*args)
-    assert "kept" not in first
-    for name in ("eval", "probes", "lens", "trace", "diff", "validate", "compare"):
-        assert (out / f"{name}.json").is_file(), name
-    assert (out / "npo" / "remnant-unlearning.json").is_file()
-    (out / "diff.json").unlink()
-    stale = json.loads((out / "lens.json").read_text())
-    stale["schema_version"] = 0  # as if saved by another version of remnant
-    (out / "lens.json").write_text(json.dumps(stale))
+    assert "ga" in first and "tiny-synthetic-gold" in first and "verdict" in first
+    assert (out / "index.html").is_file() and (out / "results.json").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["verdicts"]) == ["ga", "tiny-synthetic-gold"]
+    assert [s["id"] for s in results["stages"]][:3] == [
+        "behaviour-original", "behaviour-ga", "behaviour-tiny-synthetic-gold"
+    ]  # fmt: skip
+    (out / "index.html").unlink()
+    rendered = _run("report", str(out))
+    assert (out / "index.html").is_file() and "report:" in rendered
+    again = runner.invoke(app, args + ["--quick"])
+    assert again.exit_code == 2 and "one of --config, --quick and --thorough" in again.output
+    twice = runner.invoke(app, args[:3] + ["--unlearned", "x/ga"] + args[3:])
+    assert twice.exit_code == 2 and "two unlearned models are named 'ga'" in twice.output
+    missing = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "run `remnant audit` first" in missing.output
+
+
+def test_demo_audits_reference_checkpoints_and_rerun_keeps_every_stage(tiny, tmp_path):
+    config = tmp_path / "two-stages.yaml"
+    config.write_text("stages: [behaviour, lens]\nsettings: {behaviour: {max_new_tokens: 8}}\n")
+    out = tmp_path / "demo"
+    args = ["demo", "--model", "tiny-synthetic", "--target", "tiny-synthetic", "--out", str(out),
+            "--methods", "ga", "--config", str(config)]  # fmt: skip
+    first = _run(*args)
+    assert "kept" not in first and (out / "index.html").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["verdicts"]) == ["ga", "gold"]
+    assert results["verdicts"]["gold"]["verdict"] == "removed"
     second = _run(*args)
-    kept = {"eval", "unlearning", "probes", "trace", "validate", "compare"}
-    assert all(f"kept stage {name} " in second for name in kept), second
-    assert second.count("kept") == len(kept) and (out / "diff.json").is_file()
-    assert json.loads((out / "lens.json").read_text())["schema_version"] >= 1
+    assert second.count(": kept (") == len(results["stages"]), second
+    assert json.loads((out / "results.json").read_text()) == results
 
 
 def test_help_says_what_remnant_does_and_version_prints():

@@ -11,22 +11,30 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from remnant.errors import IncompatibleModelsError, ResultFormatError, SettingsError
+from remnant.errors import IncompatibleModelsError, ResultFormatError, SettingsError, TracingError
 from remnant.models import load_model
 from remnant.models.compat import check_compatible
 from remnant.probes.activations import encode_with_subject_spans
 from remnant.reports.figures.tracing import diff_curves, trace_average, trace_heatmaps
-from remnant.scoring import encode_answers
+from remnant.scoring import answer_contexts, encode_answers
+from remnant.targets import QAItem, Target
 from remnant.tracing import (
     CausalTraceResult,
     DiffSettings,
     ModelDiffResult,
     TraceSettings,
     causal_trace,
+    infer_subject,
     model_diff,
+    subject_candidates,
     trace_fact,
 )
-from remnant.tracing.causal_trace import corruption_noise, storing_band, token_classes
+from remnant.tracing.causal_trace import (
+    corruption_noise,
+    embedding_std,
+    storing_band,
+    token_classes,
+)
 from remnant.tracing.model_diff import diff_fact
 from remnant.tracing.patching import (
     SITES,
@@ -38,6 +46,26 @@ from remnant.tracing.patching import (
 )
 
 PERTURBED_LAYER = 1
+#: Fraction of the tiny target's forget items whose inferred subject must be the real one.
+#: Measured: 1.0 (24 of 24; each question then holds two names, the other a person the
+#: model also knows).
+MIN_INFERRED_MATCH = 0.75
+
+
+def unnamed(target: Target, prefix: str = "") -> Target:
+    """``target`` with no keywords and no item subjects, each forget question preceded by
+    ``prefix`` (formatted with ``other``: a retained person's name, a distracting candidate)."""
+    others = [i.subject for i in target.retain]
+    forget = tuple(
+        item.model_copy(
+            update={
+                "subject": None,
+                "question": prefix.format(other=others[k % len(others)]) + item.question,
+            }
+        )
+        for k, item in enumerate(target.forget)
+    )
+    return target.model_copy(update={"keywords": (), "forget": forget})
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +179,83 @@ def test_trace_result_is_deterministic_and_round_trips(tiny, tiny_target, trace)
     average = trace.average["mlp"]["last_subject"]
     assert average["n_facts"] == 3 and len(average["mean"]) == len(average["ci"]) == 4
     assert set(trace.summary()["mlp"]) <= set(trace.average["mlp"])
+    assert (trace.noise_basis, trace.n_skipped) == ("named", 0)
+    assert {(f["subject_source"], f["subject_candidates"]) for f in trace.facts} == {("item", None)}
+
+
+def test_subject_candidates_are_name_like_spans_and_keywords():
+    assert subject_candidates("What is the capital city of New South Wales?") == ["New South Wales"]
+    assert subject_candidates("In which city was Ada Lovelace born?") == ["Ada Lovelace"]
+    assert subject_candidates("Who wrote Shakespeare's sonnets?") == ["Shakespeare"]
+    assert subject_candidates("Where did Ludwig van Beethoven meet Jean-Paul O'Neil?") == [
+        "Ludwig van Beethoven",
+        "Jean-Paul O'Neil",
+    ]
+    assert subject_candidates("The Bank of England is in which city? Ask Mary.") == [
+        "Bank of England",
+        "Mary",
+    ]
+    assert subject_candidates("Born in Kuwait City, Kuwait, what did I write?") == [
+        "Born",
+        "Kuwait City",
+        "Kuwait",
+    ]
+    assert subject_candidates("What did the author write?") == []
+    assert subject_candidates("what is the mass of the sun?", ["Sun", "Moon"]) == ["sun"]
+
+
+def test_inferred_subjects_are_the_real_ones(tiny, tiny_target):
+    """With a second person named in every question, the span whose corruption lowers the
+    answer most is still the person the fact is about."""
+    target = unnamed(tiny_target, "{other} asks: ")
+    settings = TraceSettings(n_samples=3)
+    noise_std = settings.noise_multiplier * embedding_std(tiny, target, "plain")
+    contexts = answer_contexts(tiny, target.forget, "plain", from_generation=False)
+    matches = []
+    for item, real, context in zip(target.forget, tiny_target.forget, contexts):
+        candidates = subject_candidates(item.question)
+        assert len(candidates) == 2 and real.subject in candidates
+        chosen, considered = infer_subject(tiny, item, candidates, context, noise_std, settings)
+        drops = [c["drop"] for c in considered]
+        assert [c["text"] for c in considered] == candidates
+        assert considered[candidates.index(chosen)]["drop"] == max(drops)
+        matches.append(chosen == real.subject)
+    assert np.mean(matches) >= MIN_INFERRED_MATCH
+
+
+def test_trace_infers_subjects_the_target_lacks(tiny, tiny_target):
+    target = unnamed(tiny_target, "{other} asks: ")
+    result = causal_trace.run(tiny, target, TraceSettings(max_facts=2, n_samples=3))
+    assert result.noise_basis == "candidates" and result.n_skipped == 0
+    real = {i.question: r.subject for i, r in zip(target.forget, tiny_target.forget)}
+    for fact in result.facts:
+        assert fact["subject_source"] == "inferred"
+        assert fact["subject"] == real[fact["question"]]
+        (chosen,) = [c for c in fact["subject_candidates"] if c["text"] == fact["subject"]]
+        # the candidate was corrupted exactly as the trace corrupts the subject
+        assert chosen["subject_span"] == fact["subject_span"]
+        assert chosen["corrupted_prob"] == pytest.approx(fact["corrupted_prob"], abs=1e-5)
+    assert CausalTraceResult.from_json(result.to_json()) == result
+
+
+def test_trace_names_infers_or_skips_each_subject(tiny, tiny_target):
+    forget = tiny_target.forget
+    target = tiny_target.model_copy(update={"keywords": (forget[0].subject,)})
+    items = [
+        forget[0].model_copy(update={"subject": None}),
+        forget[4],
+        forget[8].model_copy(update={"subject": None}),
+        QAItem(question="where was he born?", answer=forget[0].answer),
+    ]
+    settings = TraceSettings(n_samples=2, context="prompt")
+    result = causal_trace.run(tiny, target, settings, items=items)
+    assert result.n_skipped == 1 and result.noise_basis == "named"
+    assert [f["subject_source"] for f in result.facts] == ["keyword", "item", "inferred"]
+    assert [f["subject"] for f in result.facts] == [i.subject for i in forget[:9:4]]
+    assert result.facts[0]["subject_candidates"] is None
+    assert [c["text"] for c in result.facts[2]["subject_candidates"]] == [forget[8].subject]
+    with pytest.raises(TracingError, match="give the items a 'subject'"):
+        causal_trace.run(tiny, unnamed(tiny_target), settings, items=items[3:])
 
 
 def test_token_classes_and_storing_band():

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from remnant.cli import attacks, concepts, demo, evaluate, models, probes, render, tracing, unlearn
+from remnant.cli import attacks, audit, concepts, evaluate, models, probes, render, tracing, unlearn
 from remnant.errors import RemnantError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None)
@@ -20,7 +20,9 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "models": models.models,
     "check": models.check,
     "eval": evaluate.evaluate,
-    "demo": demo.demo,
+    "audit": audit.audit,
+    "report": audit.report,
+    "demo": audit.demo,
     "unlearn": unlearn.unlearn,
     "probe": probes.probe,
     "trace": tracing.trace,

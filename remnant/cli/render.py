@@ -344,3 +344,20 @@ def quantize(result: Any) -> None:
             "undefined" if recovery["value"] is None else _with_ci(recovery, "value"),
         )  # fmt: skip
     console.print(table)
+
+
+def verdicts(results: dict[str, Any]) -> None:
+    """The audit's verdict per model with its strongest evidence lines, and what is missing."""
+    table = Table("model", "verdict", "collateral damage", Column("strongest evidence", ratio=1))
+    for name, judged in results["verdicts"].items():
+        lines = [e["statement"] for e in judged["evidence"] if e["fires"]][:2] or [
+            judged["evidence"][0]["statement"] if judged["evidence"] else "-"
+        ]
+        table.add_row(
+            name, judged["verdict"], "yes" if judged["collateral_damage"] else "no",
+            Text("\n".join(lines)),
+        )  # fmt: skip
+    console.print(table)
+    missing = [s for s in results["stages"] if s["status"] != "done"]
+    for stage in missing:
+        console.print(Text(f"{stage['id']} {stage['status']}: {stage['error']}"))

@@ -80,8 +80,10 @@ class QAItem(BaseModel):
     aliases: tuple[Text, ...] = ()
     """Other accepted phrasings of the answer (used by the ``alias`` match)."""
     subject: Text | None = None
-    """The span of the question naming the entity the fact is about (None: use the target's
-    keywords)."""
+    """The span of the question naming the entity the fact is about (None: the first of the
+    target's keywords found in the question; when none is, causal tracing infers the span from
+    the question's capitalised names, `remnant.tracing.infer_subject`). Setting it overrides
+    both."""
     group: Text | None = None
     """A label to break scores down by (attribute, RWKU level and type, ...)."""
     match: MatchMode = "alias"
@@ -158,7 +160,7 @@ class Target(BaseModel):
 
     def subject_of(self, item: QAItem) -> str | None:
         """The span naming the item's subject: its own, else the first keyword found in the
-        question."""
+        question, else None (causal tracing then infers one: `remnant.tracing.infer_subject`)."""
         if item.subject is not None:
             return item.subject
         for keyword in self.keywords:

@@ -9,6 +9,12 @@ answer up to where it states the answer (`remnant.scoring.answer_contexts`), so 
 that answers "The capital of France is Paris." is traced at "is", not at its first word.
 Positions before the subject are clean in every corrupted run, so restoring them changes
 nothing: they are not run, and their score is the corrupted score exactly.
+
+The subject span is the item's own (`QAItem.subject`), else the first target keyword found in
+the question (`Target.subject_of`); when neither names one (TOFU- and MUSE-format targets), it
+is inferred (`infer_subject`): of the question's name-like spans (`subject_candidates`), the one
+whose corruption most lowers the answer probability. Each traced fact says which it was; give
+items a ``subject`` to override. Items with no candidate either are skipped and counted.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -32,7 +38,7 @@ from remnant.scoring import AnswerContext, answer_contexts, resolve_style
 from remnant.scoring.statistics import bootstrap_ci, rounded
 from remnant.settings import Constraint, Interval
 from remnant.targets.model import QAItem, Target
-from remnant.tracing.facts import FactSettings, known_fact_contexts
+from remnant.tracing.facts import FactSettings, fact_contexts, known_items
 from remnant.tracing.patching import (
     SITES,
     Corruption,
@@ -41,6 +47,7 @@ from remnant.tracing.patching import (
     all_site_hooks,
     patched_probs,
 )
+from remnant.tracing.subjects import subject_candidates
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,16 @@ TOKEN_CLASSES = (
     "first_subsequent",
     "further",
     "last",
+)
+
+#: Where a traced fact's subject span came from: the item's ``subject``, the first target
+#: keyword found in the question, or inferred by `infer_subject`.
+SubjectSource = Literal["item", "keyword", "inferred"]
+
+_NO_SUBJECT = (
+    "no {} names its subject or holds a capitalised name to infer it from; give the items a "
+    "'subject' (the span of the question naming the entity the fact is about) or give the "
+    "target keywords that occur in the questions"
 )
 
 
@@ -80,6 +97,7 @@ class CausalTraceResult(Result):
     effects over the facts by token class."""
 
     kind = "trace"
+    schema_version = 2
 
     model: dict[str, Any]
     """Identity of the traced model (name, source, content hash)."""
@@ -88,14 +106,28 @@ class CausalTraceResult(Result):
     settings: dict[str, Any]
     """`TraceSettings` used, with the prompt style ``auto`` resolved."""
     noise_std: float
-    """Std of the Gaussian noise added to the subject's input embeddings."""
+    """Std of the Gaussian noise added to the subject's input embeddings: ``noise_multiplier``
+    times the std of the input embeddings of the tokens ``noise_basis`` says."""
+    noise_basis: Literal["named", "candidates"]
+    """What the embedding std behind ``noise_std`` is taken over: ``named``: the subject tokens
+    of the target's forget items whose item or keywords name a subject; ``candidates`` (when
+    none does): the tokens of every subject candidate (`subject_candidates`) of its forget
+    items."""
     n_layers: int
     """Number of transformer blocks (the layer axis of every score grid)."""
     facts: list[dict[str, Any]]
-    """Per fact: question, answer, subject, ``answer_token`` (the token read), ``context`` (the
-    generated text the prompt was extended by), ``tokens``, ``subject_span`` [start, end),
-    ``clean_prob`` and ``corrupted_prob`` (answer-token probability, in [0, 1]) and
-    ``scores[site]``: the probability with the clean value restored, (tokens x layers)."""
+    """Per fact: question, answer, subject, ``subject_source`` (`SubjectSource`: ``item``, the
+    item's ``subject``; ``keyword``, the first target keyword found in the question;
+    ``inferred``, chosen by `infer_subject`), ``subject_candidates`` (for ``inferred``, every
+    candidate considered, as `infer_subject` gives them; else None), ``answer_token`` (the
+    token read), ``context`` (the generated text the prompt was extended by), ``tokens``,
+    ``subject_span`` [start, end), ``clean_prob`` and ``corrupted_prob`` (answer-token
+    probability, in [0, 1]) and ``scores[site]``: the probability with the clean value
+    restored, (tokens x layers)."""
+    n_skipped: int
+    """Items left out because their subject could be neither named (no ``subject``, no keyword
+    in the question) nor inferred (no candidate span in the question); give them a
+    ``subject`` to trace them."""
     average: dict[str, dict[str, dict[str, Any]]]
     """``average[site][token class]``: ``n_facts`` having that class, per-layer ``mean``
     indirect effect (restored - corrupted probability) over them and its 95% bootstrap
@@ -134,18 +166,28 @@ def corruption_noise(
     return torch.randn(n_samples, n_tokens, d_model, generator=generator) * std
 
 
+def noise_spans(target: Target) -> tuple[Literal["named", "candidates"], list[tuple[str, str]]]:
+    """The (question, span) pairs the noise level is measured over, and which they are:
+    ``named``, the subject of every forget item whose item or keywords name one; or, when none
+    does, ``candidates``, every subject candidate of every forget item."""
+    named = [(i.question, s) for i in target.forget if (s := target.subject_of(i))]
+    if named:
+        return "named", named
+    candidates = [
+        (i.question, c)
+        for i in target.forget
+        for c in subject_candidates(i.question, target.keywords)
+    ]
+    if not candidates:
+        raise TracingError(_NO_SUBJECT.format(f"forget item of target {target.name!r}"))
+    return "candidates", candidates
+
+
 def embedding_std(model: Model, target: Target, style: str) -> float:
     """Standard deviation of the input embeddings (the ``embed`` component, whose output is
-    ``embed.hook_out``) of the subject tokens of every forget item that names a subject."""
-    items = [i for i in target.forget if target.subject_of(i)]
-    if not items:
-        raise TracingError(
-            f"no forget item of target {target.name!r} names its subject; give items a 'subject' "
-            "or the target keywords that occur in the questions"
-        )
-    prompts = encode_with_subject_spans(
-        model, [i.question for i in items], [target.subject_of(i) for i in items], style
-    )
+    ``embed.hook_out``) of the tokens of the spans `noise_spans` gives."""
+    _, spans = noise_spans(target)
+    prompts = encode_with_subject_spans(model, *zip(*spans), style)
     tokens = [t for p in prompts for t in p.ids[slice(*p.subject_span)]]
     with torch.no_grad():
         embeddings = model.bridge.embed(torch.tensor([tokens], device=model.device))
@@ -168,8 +210,7 @@ def trace_fact(
     (prompt,) = encode_with_subject_spans(model, [item.question], [subject_text], style)
     if context is None:
         context = answer_contexts(model, [item], style, from_generation=False)[0]
-    if context.ids[: len(prompt.ids)] != prompt.ids:
-        raise TracingError(f"the answer context of {item.question!r} does not extend its prompt")
+    _check_extends(context, prompt.ids, item.question)
     ids, answer_id = context.ids, context.answer_id
     start, end = prompt.subject_span
     n_tokens, n_layers, n = len(ids), model.n_layers, settings.n_samples
@@ -196,6 +237,60 @@ def trace_fact(
             for k, site in enumerate(SITES)
         },
     }
+
+
+def infer_subject(
+    model: Model,
+    item: QAItem,
+    candidates: Sequence[str],
+    context: AnswerContext,
+    noise_std: float,
+    settings: TraceSettings = TraceSettings(),
+) -> tuple[str, list[dict[str, Any]]]:
+    """The candidate span of ``item``'s question whose corruption most lowers the probability
+    of the answer token ``context`` reads (the first such on ties), and every candidate as
+    ``{"text", "subject_span" [start, end), "corrupted_prob", "drop"}``: the answer-token
+    probability (in [0, 1]) averaged over the noise samples with the candidate's tokens
+    corrupted as `trace_fact` corrupts a subject (same ``noise_std``, samples and seed), and
+    its drop from the clean probability. All candidates run in batches of about
+    ``settings.batch_size`` rows."""
+    if not candidates:
+        raise TracingError(_NO_SUBJECT.format(f"candidate span in {item.question!r}"))
+    style = resolve_style(model, settings.prompt_style)
+    prompts = encode_with_subject_spans(model, [item.question] * len(candidates), candidates, style)
+    _check_extends(context, prompts[0].ids, item.question)
+    spans = [p.subject_span for p in prompts]
+    low, high = min(s for s, _ in spans), max(e for _, e in spans)
+    n = settings.n_samples
+    # each candidate's noise sits at its own tokens of the shared span [low, high), zero elsewhere
+    noise = torch.zeros(len(candidates), n, high - low, model.d_model)
+    for k, (start, end) in enumerate(spans):
+        noise[k, :, start - low : end - low] = corruption_noise(
+            item.question, n, end - start, model.d_model, noise_std, settings.seed
+        )
+    clean, corrupted = 0.0, []
+    for chunk in noise.split(max(1, settings.batch_size // n)):
+        prepared = PreparedPrompt(
+            model, context.ids, corruption=Corruption(chunk.flatten(0, 1), low)
+        )
+        clean = float(prepared.probs[0, context.answer_id])
+        corrupted.append(prepared.probs[1:, context.answer_id].view(len(chunk), n).mean(-1).cpu())
+    probs = torch.cat(corrupted)
+    considered = [
+        {
+            "text": text,
+            "subject_span": list(span),
+            "corrupted_prob": rounded(p),
+            "drop": rounded(clean - p),
+        }
+        for text, span, p in zip(candidates, spans, probs.tolist())
+    ]
+    return candidates[int(probs.argmin())], considered
+
+
+def _check_extends(context: AnswerContext, prompt_ids: Sequence[int], question: str) -> None:
+    if tuple(context.ids[: len(prompt_ids)]) != tuple(prompt_ids):
+        raise TracingError(f"the answer context of {question!r} does not extend its prompt")
 
 
 def trace_rows(n_tokens: int, first: int, n_layers: int, n_samples: int, window: int) -> Rows:
@@ -283,15 +378,40 @@ def run(
     items: Sequence[QAItem] | None = None,
     progress: bool = False,
 ) -> CausalTraceResult:
-    """Trace the forget facts ``model`` knows (or ``items``) that name their subject, up to
-    ``settings.max_facts``; ``progress`` shows a progress bar over the facts."""
+    """Trace the forget facts ``model`` knows (or ``items``) up to ``settings.max_facts``, each
+    at its subject span: named by the item or the target's keywords, else inferred
+    (`infer_subject`); items with neither are skipped and counted (`TracingError` when no item
+    is left). ``progress`` shows a progress bar over the facts."""
     style = resolve_style(model, settings.prompt_style)
-    facts_to_trace = known_fact_contexts(model, target, settings, items, need_subject=True)
+    known, generations = known_items(model, target, settings, items)
+    candidates = {
+        i.question: [] if target.subject_of(i) else subject_candidates(i.question, target.keywords)
+        for i in known
+    }
+    traceable = [i for i in known if target.subject_of(i) or candidates[i.question]]
+    if len(traceable) < len(known):
+        log.warning("skipping %d item(s) with no subject to trace", len(known) - len(traceable))
+    if not traceable:
+        raise TracingError(_NO_SUBJECT.format("item to trace"))
+    noise_basis, _ = noise_spans(target)
     noise_std = settings.noise_multiplier * embedding_std(model, target, style)
     facts = []
-    for item, context in progress_bar(facts_to_trace, desc="facts", unit="fact", enabled=progress):
+    for item, context in progress_bar(
+        fact_contexts(model, settings, traceable, generations),
+        desc="facts",
+        unit="fact",
+        enabled=progress,
+    ):
         started = time.perf_counter()
-        facts.append(trace_fact(model, item, target.subject_of(item), noise_std, settings, context))
+        subject, considered = target.subject_of(item), None
+        source: SubjectSource = "item" if item.subject is not None else "keyword"
+        if subject is None:
+            subject, considered = infer_subject(
+                model, item, candidates[item.question], context, noise_std, settings
+            )
+            source = "inferred"
+        fact = trace_fact(model, item, subject, noise_std, settings, context)
+        facts.append(fact | {"subject_source": source, "subject_candidates": considered})
         log.info("traced %r in %.1f s", item.question, time.perf_counter() - started)
     average = average_effects(facts, settings)
     peak, band = storing_band(average["mlp"]["last_subject"]["mean"])
@@ -300,8 +420,10 @@ def run(
         target=target.name,
         settings=settings.record(prompt_style=style),
         noise_std=rounded(noise_std),
+        noise_basis=noise_basis,
         n_layers=model.n_layers,
         facts=facts,
+        n_skipped=len(known) - len(traceable),
         average=average,
         storing_peak=peak,
         storing_layers=band,

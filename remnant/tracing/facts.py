@@ -9,10 +9,8 @@ answered the item) or right after the prompt (``context="prompt"``).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Sequence
 
-from remnant.errors import TracingError
 from remnant.models.model import Model
 from remnant.scoring import (
     AnswerContext,
@@ -22,8 +20,6 @@ from remnant.scoring import (
 )
 from remnant.settings import ContextSettings, ScoringSettings
 from remnant.targets.model import QAItem, Target
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,40 +41,50 @@ def known_fact_contexts(
     target: Target,
     settings: FactSettings,
     items: Sequence[QAItem] | None = None,
-    *,
-    need_subject: bool = False,
 ) -> list[tuple[QAItem, AnswerContext]]:
-    """The facts to run on, each with where its answer is read.
+    """The facts to run on, each with where its answer is read: `fact_contexts` of
+    `known_items`."""
+    return fact_contexts(model, settings, *known_items(model, target, settings, items))
+
+
+def known_items(
+    model: Model,
+    target: Target,
+    settings: FactSettings,
+    items: Sequence[QAItem] | None = None,
+) -> tuple[list[QAItem], dict[str, str]]:
+    """The items to run on and, by question, the greedy generation that answered each.
 
     With ``items=None`` these are the forget items ``model`` answers correctly (greedy, scored
     with ``ScoringSettings(prompt_style=..., max_new_tokens=settings.max_new_tokens)``; raises
-    `NothingKnownError` when there are none), and with ``context="generation"`` their answers
-    are read in the very generations that answered them. Given ``items`` are taken as they are
-    and, for ``context="generation"``, answered afresh. With ``need_subject`` items whose
-    subject the target cannot name are skipped (with a warning; `TracingError` if none is
-    left). At most ``settings.max_facts`` facts are kept.
+    `NothingKnownError` when there are none) with their generations. Given ``items`` are taken
+    as they are, without generations (`fact_contexts` answers them afresh).
     """
+    if items is not None:
+        return list(items), {}
     style = resolve_style(model, settings.prompt_style)
-    generated: dict[str, str] = {}
-    if items is None:
-        scoring = ScoringSettings(prompt_style=style, max_new_tokens=settings.max_new_tokens)
-        known = known_forget_generations(model, target, scoring)
-        items, generated = [i for i, _ in known], {i.question: g for i, g in known}
-    items = list(items)
-    if need_subject:
-        named = [i for i in items if target.subject_of(i)]
-        if len(named) < len(items):
-            log.warning("skipping %d item(s) that name no subject", len(items) - len(named))
-        if not named:
-            raise TracingError("no item to trace names its subject; give items a 'subject'")
-        items = named
-    items = items[: settings.max_facts]
+    scoring = ScoringSettings(prompt_style=style, max_new_tokens=settings.max_new_tokens)
+    known = known_forget_generations(model, target, scoring)
+    return [i for i, _ in known], {i.question: g for i, g in known}
+
+
+def fact_contexts(
+    model: Model,
+    settings: FactSettings,
+    items: Sequence[QAItem],
+    generations: dict[str, str] | None = None,
+) -> list[tuple[QAItem, AnswerContext]]:
+    """The first ``settings.max_facts`` of ``items``, each with where its answer is read: with
+    ``context="generation"`` in its generation in ``generations`` (by question; when that is
+    empty, in a greedy answer generated afresh), else right after the prompt."""
+    style = resolve_style(model, settings.prompt_style)
+    items = list(items)[: settings.max_facts]
     contexts = answer_contexts(
         model,
         items,
         style,
         from_generation=settings.context == "generation",
-        generations=[generated[i.question] for i in items] if generated else None,
+        generations=[generations[i.question] for i in items] if generations else None,
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.batch_size,
     )

@@ -1,0 +1,148 @@
+"""The audit on the tiny model: verdicts, resumption, failures, configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import TINY_AUDIT
+
+from remnant.audit import STAGES, ConfigError, audit, load_config
+from remnant.audit.run import RESULTS_FILE
+
+
+def test_verdicts_gold_removed_unlearned_suppressed_original_not_unlearned(tiny_audit):
+    _, results = tiny_audit
+    verdicts = results["verdicts"]
+    assert verdicts["gold"]["verdict"] == "removed"
+    assert verdicts["ga"]["verdict"] == "suppressed"
+    assert verdicts["same"]["verdict"] == "not unlearned"
+    strongest = verdicts["ga"]["evidence"][0]
+    assert strongest["fires"] and strongest["decisive"] and strongest["ci"][0] > 0
+    relearned = [e for e in verdicts["ga"]["evidence"] if e["stage"] == "relearn-ga"]
+    assert relearned and relearned[0]["fires"], "the GA model's facts come back by relearning"
+    assert not any(e["fires"] and e["decisive"] for e in verdicts["gold"]["evidence"][:-1])
+    # GA without a stop rule costs retain accuracy; the gold model was trained on it all
+    assert verdicts["ga"]["collateral_damage"] and not verdicts["gold"]["collateral_damage"]
+
+
+def test_every_evidence_line_names_a_stage_of_the_audit(tiny_audit):
+    _, results = tiny_audit
+    ids = {stage["id"] for stage in results["stages"]}
+    for judged in results["verdicts"].values():
+        for line in judged["evidence"] + judged["collateral"]:
+            assert line["stage"] in ids, line
+
+
+def test_inputs_are_recorded_and_models_left_unchanged(tiny_audit, tiny, tiny_ga, tiny_gold):
+    out, results = tiny_audit
+    inputs = results["inputs"]
+    assert inputs["original"]["content_hash"] == tiny.content_hash
+    assert [m["role"] for m in inputs["models"].values()] == ["unlearned", "unlearned", "gold"]
+    for model in (tiny, tiny_ga, tiny_gold):
+        recorded = model.content_hash
+        model.weights_changed()  # hash the weights afresh
+        assert model.content_hash == recorded
+    assert json.loads((out / RESULTS_FILE).read_text()) == results
+    assert (out / "timings.json").is_file() and (out / "audit.log").stat().st_size > 0
+    for stage in results["stages"]:
+        assert (out / "stages" / f"{stage['id']}.json").is_file()
+        assert stage["status"] == "done", stage
+
+
+def _stages(*names):
+    return load_config(TINY_AUDIT).with_stages(list(names))
+
+
+def test_interrupted_audit_resumes_to_the_same_results(
+    tiny, tiny_ga, tiny_gold, tiny_target, tmp_path, monkeypatch
+):
+    config = _stages("behaviour", "lens", "in_context")
+    models = {"ga": tiny_ga}
+    audit(tiny, models, tiny_target, tmp_path / "whole", gold=tiny_gold, config=config)
+
+    from remnant.attacks import in_context
+
+    real = in_context.run
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # inside the second in-context stage (the gold model's)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(in_context, "run", interrupted)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        audit(tiny, models, tiny_target, resumed, gold=tiny_gold, config=config)
+    assert not (resumed / RESULTS_FILE).exists()
+    monkeypatch.setattr(in_context, "run", real)
+    kept = []
+    audit(
+        tiny, models, tiny_target, resumed, gold=tiny_gold, config=config,
+        on_done=lambda record: kept.append((record["id"], record["kept"])),
+    )  # fmt: skip
+    assert dict(kept) == {
+        "behaviour-original": True, "behaviour-ga": True, "behaviour-gold": True,
+        "lens-ga": True, "lens-gold": True, "in_context-ga": True, "in_context-gold": False,
+    }  # fmt: skip
+    assert (resumed / RESULTS_FILE).read_bytes() == (tmp_path / "whole" / RESULTS_FILE).read_bytes()
+
+
+def test_a_failing_stage_is_recorded_and_the_audit_goes_on(
+    tiny, tiny_ga, tiny_target, tmp_path, monkeypatch
+):
+    from remnant.probes import lens
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("lens broke")
+
+    monkeypatch.setattr(lens, "run", broken)
+    config = _stages("behaviour", "lens")
+    results = audit(tiny, {"ga": tiny_ga}, tiny_target, tmp_path, config=config)
+    status = {stage["id"]: (stage["status"], stage["error"]) for stage in results["stages"]}
+    assert status["lens-ga"] == ("failed", "RuntimeError: lens broke")
+    assert status["behaviour-ga"] == ("done", None)
+    assert results["verdicts"]["ga"]["verdict"] in ("suppressed", "removed")
+    monkeypatch.undo()
+    again = audit(tiny, {"ga": tiny_ga}, tiny_target, tmp_path, config=config)
+    assert [s["status"] for s in again["stages"]] == ["done"] * 3, "a failed stage is retried"
+
+
+def test_force_recomputes_a_finished_stage(tiny, tiny_ga, tiny_target, tmp_path):
+    config = _stages("behaviour")
+    audit(tiny, {"ga": tiny_ga}, tiny_target, tmp_path, config=config)
+    kept = {}
+    audit(
+        tiny, {"ga": tiny_ga}, tiny_target, tmp_path, config=config, force=("behaviour-ga",),
+        on_done=lambda record: kept.update({record["id"]: record["kept"]}),
+    )  # fmt: skip
+    assert kept == {"behaviour-original": True, "behaviour-ga": False}
+
+
+def test_named_configs_load_and_bad_configs_say_what_is_wrong(tmp_path):
+    for name in ("quick", "default", "thorough"):
+        config = load_config(name)
+        assert config.name == name and config.stages == list(STAGES)
+        for stage in config.stages:
+            config.stage_settings(stage, seed=3)
+    assert (
+        load_config("quick").stage_settings("relearn").steps
+        < load_config("thorough").stage_settings("relearn").steps
+    )
+    bad = tmp_path / "bad.yaml"
+    for text, message in (
+        ("stages: [behaviour, wishes]", "unknown stage(s) 'wishes'"),
+        ("settings: {relearn: {stepz: 3}}", "RelearnSettings has no setting stepz"),
+        ("settings: {relearn: {steps: -1}}", "RelearnSettings.steps must be"),
+        ("colour: red", "colour"),
+        ("[1, 2", "not valid YAML"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_config(bad)
+    with pytest.raises(ConfigError, match="no audit config 'nope'"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match="does not run"):
+        load_config(TINY_AUDIT).with_stages(["mia"])
