@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
+from remnant.audit import render_report
 from remnant.errors import ResultFormatError
-from remnant.reports.html import TOP_EVIDENCE, load_and_write, write_report
+from remnant.reports.html import TOP_EVIDENCE, write_report
 from remnant.scoring import EvalResult
 
 
@@ -87,8 +88,8 @@ def test_the_report_is_one_self_contained_file(html, page):
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_load_and_write_renders_the_audit_folder_in_place(audit_dir):
-    path = load_and_write(audit_dir)
+def test_render_report_renders_the_audit_folder_in_place(audit_dir):
+    path = render_report(audit_dir)
     assert path == audit_dir / "index.html" and path.stat().st_size > 0
     assert not [p.name for p in audit_dir.iterdir() if p.name.endswith(".partial")]
 
@@ -160,10 +161,10 @@ def test_the_report_renders_without_timings_and_from_json_alone(tmp_path, result
 
     monkeypatch.setattr(remnant.models, "load_model", no_models)
     (tmp_path / "results.json").write_text(json.dumps(results))
-    text = load_and_write(tmp_path).read_text("utf-8")
+    text = render_report(tmp_path).read_text("utf-8")
     assert "Wall time per stage" not in text and 'class="time"' not in text
-    with pytest.raises(ResultFormatError, match="no audit results"):
-        load_and_write(tmp_path / "elsewhere")
+    with pytest.raises(ResultFormatError, match="holds no results.json"):
+        render_report(tmp_path / "elsewhere")
 
 
 def test_a_result_of_another_schema_is_listed_not_fatal(tmp_path, results):

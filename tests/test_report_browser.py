@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from remnant.reports.html import load_and_write
+from remnant.audit import render_report
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
@@ -29,7 +29,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 @pytest.fixture(scope="module")
 def report(tiny_report_dir: Path) -> Path:
-    return load_and_write(tiny_report_dir)
+    return render_report(tiny_report_dir)
 
 
 @pytest.fixture(scope="module")

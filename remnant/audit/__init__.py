@@ -3,7 +3,7 @@ HTML report (`audit`); the demo on an embedded model (`demo`); configs (`load_co
 
 from remnant.audit.config import AuditConfig, ConfigError, load_config
 from remnant.audit.demo import demo, reference_checkpoint
-from remnant.audit.run import RESULTS_FILE, audit, load_results
+from remnant.audit.run import RESULTS_FILE, audit, load_results, render_report
 from remnant.audit.stages import STAGES
 from remnant.audit.verdict import RULES, verdicts
 
@@ -18,5 +18,6 @@ __all__ = [
     "load_config",
     "load_results",
     "reference_checkpoint",
+    "render_report",
     "verdicts",
 ]

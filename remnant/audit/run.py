@@ -272,18 +272,32 @@ def _versions() -> dict[str, str]:
 
 def load_results(out: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``{out}/results.json`` and ``timings.json`` (None when absent)."""
-    from remnant.errors import ResultFormatError
-
     out = Path(out)
     path = out / RESULTS_FILE
     if not path.is_file():
         raise ResultFormatError(f"{out} holds no {RESULTS_FILE}: run `remnant audit` first")
-    results = json.loads(path.read_text())
+    results = _read_json(path)
     if results.get("schema_version") != SCHEMA_VERSION:
         raise ResultFormatError(
             f"{path} has schema version {results.get('schema_version')}; this remnant reads "
             f"version {SCHEMA_VERSION}: run the audit again"
         )
     timings_path = out / TIMINGS_FILE
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else None
+    timings = _read_json(timings_path) if timings_path.is_file() else None
     return results, timings
+
+
+def render_report(out: str | Path) -> Path:
+    """Re-render ``{out}/index.html`` from ``results.json`` and ``timings.json``, loading no
+    model; returns the report's path."""
+    from remnant.reports.html import write_report
+
+    results, timings = load_results(out)
+    return write_report(results, out, timings)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ResultFormatError(f"{path} is not valid JSON: {exc}") from None

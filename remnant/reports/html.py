@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 _WITH_CI = re.compile(r"^-?[\d.]+ \[")
 
 REPORT_FILE = "index.html"
-RESULTS_FILE = "results.json"
-TIMINGS_FILE = "timings.json"
 #: Evidence statements shown per model in the verdict table (the rest are under the rules).
 TOP_EVIDENCE = 3
 #: Forget questions shown with every model's generation in the behaviour section.
@@ -266,32 +264,12 @@ def write_report(
     return path
 
 
-def load_and_write(out: str | os.PathLike[str]) -> Path:
-    """Re-render ``out/index.html`` from ``out/results.json`` (and ``out/timings.json`` if it
-    exists), loading no model; returns the report's path."""
-    out = Path(out)
-    source = out / RESULTS_FILE
-    if not source.is_file():
-        raise ResultFormatError(f"no audit results at {source}; run `remnant audit` first")
-    results = _read_json(source)
-    timings_path = out / TIMINGS_FILE
-    timings = _read_json(timings_path) if timings_path.is_file() else None
-    return write_report(results, out, timings)
-
-
 def render(results: dict[str, Any], timings: dict[str, Any] | None = None) -> str:
     """The report's HTML for ``results`` (see `write_report`)."""
     if not isinstance(results, dict) or "stages" not in results:
         raise ResultFormatError("the audit results hold no 'stages'; is this a results.json?")
     view = _View(results, timings)
     return _environment().get_template("report.html.j2").render(**view.context())
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ResultFormatError(f"{path} is not valid JSON: {exc}") from None
 
 
 def _environment() -> jinja2.Environment:

@@ -249,7 +249,7 @@ def _curve(
     receiver, donor = (
         (p_unlearned, p_original) if direction == "restore" else (p_original, p_unlearned)
     )
-    fraction = ((patched - receiver) / (donor - receiver))[affected]
+    fraction = (patched[affected] - receiver[affected]) / (donor[affected] - receiver[affected])
     stats = partial(mean_ci, n_resamples=settings.n_bootstrap, seed=settings.seed)
     patched_stats = [stats(col) for col in patched.T]
     fraction_stats = [stats(col) for col in fraction.T]
