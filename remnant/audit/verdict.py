@@ -198,8 +198,12 @@ def _prompt_attack_lines(result: Any, stage: str) -> list[dict[str, Any]]:
     statement = (
         f"{result.attack} attack, condition {condition['name']!r}: held-out accuracy "
         f"{condition['scores']['unlearned']['accuracy']:.2f} against {line_name} "
-        f"{line_mean:.2f}, {value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] (strongest of "
-        f"{len(attacked)} conditions, CI widened for all of them)"
+        f"{line_mean:.2f}, {value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+        + (
+            f" (strongest of {len(attacked)} conditions, CI widened for all of them)"
+            if len(attacked) > 1
+            else ""
+        )
     )
     return [_line("attack", stage, statement, value, ci, ci[0] > 0, True)]
 
@@ -323,11 +327,13 @@ def _compare_line(result: Any, stage: str) -> dict[str, Any]:
     """Supporting: the concept vectors' cosine before/after beside random value vectors'."""
     vectors, random = (result.statistics[g]["cosine"] for g in ("vectors", "random"))
     statement = (
-        f"concept vectors: mean cosine before/after {vectors['mean']:.3f} (min "
-        f"{vectors['min']:.3f}); random value vectors {random['mean']:.3f} (5th percentile "
-        f"{random['p5']:.3f})"
+        f"concept vectors: mean cosine before/after {vectors['mean']:.4f} (min "
+        f"{vectors['min']:.4f}); random value vectors {random['mean']:.4f} (5th percentile "
+        f"{random['p5']:.4f})"
     )
     fires = vectors["min"] >= random["p5"]
+    if fires:
+        statement += ": the concept vectors changed no more than random ones"
     return _line("concept vectors", stage, statement, vectors["mean"], None, fires, False)
 
 
