@@ -42,9 +42,7 @@ def tiny_ga(tiny: Model, tiny_target: Target, tmp_path_factory) -> Model:
     from remnant.unlearning import UnlearningSettings, unlearn
 
     out = tmp_path_factory.mktemp("unlearned") / "ga"
-    settings = UnlearningSettings(
-        method="ga", overrides={"stop_fraction": 0.4, "epochs": 200.0}, max_new_tokens=8
-    )
+    settings = UnlearningSettings(method="ga", overrides={"stop_fraction": 0.4}, max_new_tokens=8)
     unlearn.run(tiny, tiny_target, settings, out=out)
     return load_model(str(out))
 
