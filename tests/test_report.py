@@ -150,6 +150,11 @@ def test_every_result_is_shown_with_its_numbers_and_figures(results, html):
         if result["kind"] == "probes":
             for task in result["tasks"]:
                 assert f"<td>{task}" in section
+        if result["kind"] == "trace":  # every fact, its subject span and where it came from
+            assert result["facts"]
+            for fact in result["facts"]:
+                for text in (fact["question"], fact["subject"], fact["subject_source"]):
+                    assert escape(text) in section, text
     assert "Wall time per stage" in html
 
 

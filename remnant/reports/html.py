@@ -816,6 +816,14 @@ def _trace(result: CausalTraceResult, block: Block) -> None:
             ),
         )
     block.tables.append(table)
+    subjects = Table(
+        ["question", "answer", "subject corrupted", "subject from"],
+        caption="The facts traced and where each subject span came from (the item, the "
+        "target's keywords, or inferred: the candidate whose corruption lowers the answer most)",
+    )
+    for fact in result.facts:
+        subjects.add(fact["question"], fact["answer"], fact["subject"], fact["subject_source"])
+    block.tables.append(subjects)
     block.notes.append(
         f"{len(result.facts)} facts traced on {result.model['name']}, noise std "
         f"{_num(result.noise_std)}; storing layers (MLP, last subject token): "
