@@ -84,9 +84,9 @@ def audit(
             model = None if who is None else audited.get(who, original)
             settings = config.stage_settings(stage.name, seed)
             forced = stage.name in force or stage_id in force
-            record = _run_stage(out, stage, stage_id, who, model, settings, context, forced)
-            if record["status"] == "done":
-                context.results[stage_id] = _load(record)
+            record, result = _run_stage(out, stage, stage_id, who, model, settings, context, forced)
+            if result is not None:
+                context.results[stage_id] = result
             records.append(record)
             if on_done:
                 on_done(record)
@@ -150,33 +150,35 @@ def _run_stage(
     settings: Any,
     context: Context,
     forced: bool,
-) -> dict[str, Any]:
-    """The stage's record: loaded when a finished one with the same key exists (and not
-    ``forced``), else computed and saved. Errors a user's input causes (`RemnantError`) skip
-    the stage; any other exception fails it; both are recorded and the audit goes on."""
+) -> tuple[dict[str, Any], Result | None]:
+    """The stage's record and its Result (None unless done): loaded when a finished record
+    with the same key exists (and not ``forced``), else computed and saved. Errors a user's
+    input causes (`RemnantError`) skip the stage; any other exception fails it; both are
+    recorded and the audit goes on."""
     base = {"id": stage_id, "stage": stage.name, "model": who}
     if stage.needs and stage.needs not in context.results:
         return base | {
             "key": None, "status": "skipped", "result": None, "seconds": None,
             "error": f"needs the {stage.needs} stage, which did not finish",
-        }  # fmt: skip
+        }, None  # fmt: skip
     key = _key(stage, model, settings, context)
     path = out / "stages" / f"{stage_id}.json"
     if not forced and path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("key") == key and saved.get("status") in ("done", "skipped"):
             try:
-                if saved["status"] == "done":
-                    _load(saved)
+                kept = _load(saved) if saved["status"] == "done" else None
                 log.info("%s: kept from an earlier run", stage_id)
-                return saved | {"kept": True}
+                return saved | {"kept": True}, kept
             except ResultFormatError as exc:
                 log.warning("computing %s again: %s", stage_id, exc)
     log.info("%s: running", stage_id)
     started = time.perf_counter()
     record = base | {"key": key, "status": "done", "result": None, "error": None}
+    result = None
     try:
-        record["result"] = stage.compute(context, settings, model).to_dict()
+        result = stage.compute(context, settings, model)
+        record["result"] = result.to_dict()
     except RemnantError as exc:
         record |= {"status": "skipped", "error": str(exc)}
         log.warning("%s skipped: %s", stage_id, exc)
@@ -185,7 +187,7 @@ def _run_stage(
         log.error("%s failed:\n%s", stage_id, traceback.format_exc())
     record["seconds"] = round(time.perf_counter() - started, 2)
     write_text_atomic(path, json.dumps(record, indent=1) + "\n")
-    return record | {"kept": False}
+    return record | {"kept": False}, result if record["status"] == "done" else None
 
 
 def _key(stage: Stage, model: Model | None, settings: Any, context: Context) -> str:
