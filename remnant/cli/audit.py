@@ -81,10 +81,12 @@ def report(
     out: Annotated[Path, typer.Argument(help="An audit's output folder.")],
 ) -> None:
     """Re-render DIR/index.html from DIR/results.json, without loading any model."""
-    from remnant.audit import load_results, render_report
+    from remnant.audit import load_results
+    from remnant.reports.html import write_report
 
-    path = render_report(out)
-    render.verdicts(load_results(out)[0])
+    results, timings = load_results(out)
+    path = write_report(results, out, timings)
+    render.verdicts(results)
     render.console.print(f"report: {path}")
 
 
