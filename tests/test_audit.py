@@ -9,6 +9,7 @@ from conftest import TINY_AUDIT
 
 from remnant.audit import STAGES, ConfigError, audit, load_config
 from remnant.audit.run import RESULTS_FILE
+from remnant.audit.signals import SIGNALS, signals
 
 
 def test_verdicts_gold_removed_unlearned_suppressed_original_not_unlearned(tiny_audit):
@@ -24,6 +25,37 @@ def test_verdicts_gold_removed_unlearned_suppressed_original_not_unlearned(tiny_
     assert not any(e["fires"] and e["decisive"] for e in verdicts["gold"]["evidence"][:-1])
     # GA without a stop rule costs retain accuracy; the gold model was trained on it all
     assert verdicts["ga"]["collateral_damage"] and not verdicts["gold"]["collateral_damage"]
+
+
+def test_the_score_is_the_largest_decisive_margin_and_its_sign_is_the_verdict(tiny_audit):
+    _, results = tiny_audit
+    for name, judged in results["verdicts"].items():
+        margins = [e["margin"] for e in judged["evidence"] if e["decisive"]]
+        assert judged["score"] == max(m for m in margins if m is not None), name
+        for line in judged["evidence"]:
+            if line["margin"] is not None and line["margin"] > 0:
+                assert line["fires"], line
+        if judged["verdict"] == "removed":
+            assert judged["score"] <= 0, name
+        else:
+            assert judged["score"] >= 0, name
+    assert results["verdicts"]["ga"]["score"] > results["verdicts"]["gold"]["score"]
+
+
+def test_signals_are_read_from_the_stages_that_ran(tiny_audit):
+    _, results = tiny_audit
+    read = {name: signals(results, name) for name in results["verdicts"]}
+    assert set(read["ga"]) == set(SIGNALS)
+    for name, values in read.items():
+        assert values["verdict score"] == results["verdicts"][name]["score"]
+        assert values["quantization"] is None and values["membership (AUROC)"] is None
+        assert values["relearn (forget data)"] is not None and values["probe"] is not None
+    # patching the gold model into the original against itself erases all it erases; the
+    # original patched into itself erases nothing
+    assert read["gold"]["UDS-style (1 - depth)"] == pytest.approx(0.0)
+    assert read["same"]["UDS-style (1 - depth)"] == pytest.approx(1.0)
+    assert read["ga"]["forget accuracy"] < read["same"]["forget accuracy"]
+    assert read["ga"]["logit lens"] > read["gold"]["logit lens"]
 
 
 def test_every_evidence_line_names_a_stage_of_the_audit(tiny_audit):

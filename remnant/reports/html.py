@@ -369,7 +369,7 @@ class _View:
         """Every evidence and collateral line per model, for the table under the rules."""
         out = []
         for name, verdict in self.results.get("verdicts", {}).items():
-            table = Table(["rule", "statement", "value [95% CI]", "fires", "decisive"])
+            table = Table(["rule", "statement", "value [95% CI]", "margin", "fires", "decisive"])
             for kind in ("evidence", "collateral"):
                 for e in verdict.get(kind, []):
                     rule = str(e.get("rule", "")) + (
@@ -380,6 +380,7 @@ class _View:
                         rule,
                         Cell(str(e.get("statement", "")), href=_link(e, ids)),
                         _value_ci(e.get("value"), e.get("ci")),
+                        "" if e.get("margin") is None else f"{e['margin']:+.3f}",
                         Cell("yes", "fires") if fires else "no",
                         "yes" if e.get("decisive") else "",
                     )

@@ -1,0 +1,479 @@
+"""Validity of the audit: does it tell a model that forgot from one that hides, and how often is
+it wrong? Measured on worlds whose ground truth is known.
+
+**World.** The tiny synthetic world at several world seeds (other fictional people, other facts,
+another forget set each). Per seed: ``full``, the tiny model trained on the whole world (the
+audit's original); ``gold``, trained without the forget people, and ``gold_b``, the same at
+training seed 1; GA, GradDiff, NPO and RMU from ``full`` at two strengths each, ``light`` (the
+method's preset, stopped once greedy forget accuracy is at most 0.8 of its value before) and
+the preset (stopped at 0.5); and ``cv``, ``full`` with its 10 top-located concept vectors zeroed
+(`remnant.concept_vectors.ablate`).
+
+**Ground truth (an oracle the audit never reads).** Every model is fine-tuned with a large
+budget (`ORACLE`: full fine-tuning, 96 steps at learning rate 1e-4, 8 examples a step) on the
+forget QA items of part of the forget people (split seed 1; the audit splits with seed 0) and
+scored on the others, beside the gold model under the same relearning. The model *holds* the
+facts when its held-out accuracy after relearning beats the gold model's (paired bootstrap 95%
+CI above 0): the budget brings back what the model still carries, and teaches the gold model
+nothing about people it never saw. A model that was never unlearned holds them by the same test.
+Gold models never saw the forget people: *absent* by construction (the oracle is run on
+``gold_b`` as a check). A model the oracle cannot distinguish from gold is labelled *absent*:
+"unlearned and truly removed" can exist as a label.
+
+**Audits.** ``remnant audit --quick`` of every model against ``full`` (``full`` itself is audited
+too), once with ``gold`` as the control (``gold`` is then audited under its role) and once without
+any gold model (the usual real-world case; ``gold`` is then audited as ``gold_a``). Every setting
+of the quick config is kept except ``max_new_tokens``, 8 everywhere: the tiny world's answers
+are at most 3 tokens. The stages that do not read the gold model are the same in both audits of a
+seed; the second audit starts from the first one's records of them (the audit keeps a record
+whose key matches: same models, target, settings and seed).
+
+**Sweep.** Every training run, oracle and audit is a Ray task with one CPU and one torch thread
+(``--workers`` local workers, or a cluster with ``--address``, where ``$REMNANT_HOME`` and
+``--out`` must be on a shared filesystem). Models are cached by key, oracle results by the
+content hashes and settings, audits by their stage records: a re-run resumes where it stopped.
+
+**Output.** The confusion table (ground truth × verdict) with and without gold, the goals, and
+per signal (`remnant.audit.signals`) its AUROC for separating models that hold the facts from
+models that do not, with a 95% bootstrap CI over world seeds; written to
+``bench/results/validity.md`` (with the command, date, versions and wall times) and the rows to
+``bench/results/validity.json``.
+
+Usage: ``python bench/validity.py [--seeds 0,1,2,3,4] [--workers 2] [--address ADDR]
+[--out DIR]`` (``make validity``; needs ``remnant[sweep]``, i.e. ``requirements-sweep.lock``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+from remnant.audit.signals import SIGNALS, signals
+from remnant.models.cache import cache_key, remnant_home, source_digest
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("ga", "graddiff", "npo", "rmu")
+#: Unlearning strengths: the stop rule's fraction of forget accuracy before training.
+STRENGTHS = {"light": 0.8, "preset": 0.5}
+GOLD_NAMES = ("gold", "gold_a", "gold_b")
+MAX_NEW_TOKENS = 8
+ORACLE = {
+    "data": ("forget",),
+    "steps": 96,
+    "eval_every": 96,
+    "lr": 1e-4,
+    "lora_rank": 0,
+    "rtt_rounds": 0,
+    "seed": 1,
+    "max_new_tokens": MAX_NEW_TOKENS,
+}
+CV_VECTORS = 10
+N_BOOTSTRAP = 2000
+VERDICTS = ("not unlearned", "suppressed", "removed", "undetermined")
+#: What a model-building task returns: the folder and the seconds it took.
+Built = tuple[str, float]
+
+
+# ---------------------------------------------------------------------------- the Ray tasks
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def train_tiny(seed: int, gold: bool, training_seed: int) -> Built:
+    """The tiny model of world ``seed`` (cached by its configuration's key): path, seconds."""
+    from remnant.models.tiny import TinyConfig, tiny_model_dir
+    from remnant.targets.synthetic import WorldConfig
+
+    _one_thread()
+    started = time.perf_counter()
+    config = TinyConfig(world=WorldConfig(seed=seed), gold=gold, seed=training_seed)
+    return str(tiny_model_dir(config)), time.perf_counter() - started
+
+
+def make_variant(seed: int, name: str, full: Built, folder: str) -> Built:
+    """The unlearned or ablated model ``name`` of ``full`` (cached by the source model, the
+    recipe and the code that makes it): path, seconds."""
+    from remnant.concept_vectors import ablate
+    from remnant.models import load_model
+    from remnant.targets.synthetic import SyntheticWorld, WorldConfig
+    from remnant.unlearning import UnlearningSettings, unlearn
+
+    _one_thread()
+    started = time.perf_counter()
+    full_path, recipe = full[0], _recipe(name)
+    modules = (unlearn, ablate) if name == "cv" else (unlearn,)
+    key = cache_key(source=Path(full_path).name, recipe=recipe, code=source_digest(*modules))
+    out = Path(folder) / "models" / f"{name}-{key}"
+    if not (out / "model.safetensors").exists():
+        # the name selects the tiny model's unlearning presets
+        model = load_model(full_path, name="tiny-synthetic")
+        target = SyntheticWorld(WorldConfig(seed=seed)).target()
+        partial = out.with_name(out.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        if name == "cv":
+            settings = ablate.AblateSettings(n_vectors=CV_VECTORS, max_new_tokens=MAX_NEW_TOKENS)
+            ablate.run(model, target, settings, out=partial)
+        else:
+            settings = UnlearningSettings(**recipe, max_new_tokens=MAX_NEW_TOKENS)
+            unlearn.run(model, target, settings, out=partial)
+        partial.rename(out)
+    return str(out), time.perf_counter() - started
+
+
+def _recipe(name: str) -> dict[str, Any]:
+    if name == "cv":
+        return {"ablate": "zero", "n_vectors": CV_VECTORS}
+    method, strength = name.split("_")
+    return {"method": method, "overrides": {"stop_fraction": STRENGTHS[strength]}}
+
+
+def oracle(
+    seed: int, name: str, full: Built, built: Built, gold: Built, folder: str
+) -> dict[str, Any]:
+    """The ground truth of one model: held-out forget accuracy after relearning with the
+    `ORACLE` budget, against the gold model's after the same (cached by content hashes)."""
+    from remnant.attacks import relearn
+    from remnant.models import load_model
+    from remnant.targets.synthetic import SyntheticWorld, WorldConfig
+
+    _one_thread()
+    started = time.perf_counter()
+    original, control = load_model(full[0]), load_model(gold[0])
+    model = original if built[0] == full[0] else load_model(built[0])
+    settings = relearn.RelearnSettings(**ORACLE)
+    hashes = [m.content_hash for m in (original, model, control)]
+    path = Path(folder) / "oracle" / f"{name}-{cache_key(models=hashes, settings=ORACLE)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    target = SyntheticWorld(WorldConfig(seed=seed)).target()
+    result = relearn.run(original, model, target, settings, gold=control)
+    curve = result.curves[0]
+    record = {
+        "model": name,
+        "held_out": curve["final"]["unlearned"]["accuracy"],
+        "gold_held_out": curve["final"]["gold"]["accuracy"],
+        "above_gold": curve["above_line"],
+        "holds": curve["above_line"]["ci"][0] > 0,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def run_audit(
+    seed: int, with_gold: bool, folder: str, names: list[str], *built: Built, after: Any = None
+) -> Built:
+    """``remnant audit --quick`` of the models ``names`` (built after ``full`` and ``gold``)
+    against ``full``, with or without ``gold`` as the control: the audit folder, seconds.
+    ``after``: a task to wait for (the with-gold audit whose records the other one reuses)."""
+    from remnant.audit import audit
+    from remnant.audit.stages import STAGES
+    from remnant.models import load_model
+    from remnant.targets.synthetic import SyntheticWorld, WorldConfig
+
+    _one_thread()
+    started = time.perf_counter()
+    full_path, gold_path, *model_paths = (b[0] for b in built)
+    full, gold = load_model(full_path), load_model(gold_path)
+    models = {n: full if p == full_path else load_model(p) for n, p in zip(names, model_paths)}
+    if not with_gold:
+        models["gold_a"] = gold
+    out = Path(folder) / ("audit-gold" if with_gold else "audit-no-gold")
+    shared = Path(folder) / "audit-gold" / "stages"
+    if not with_gold and shared.is_dir():
+        (out / "stages").mkdir(parents=True, exist_ok=True)
+        for record in shared.glob("*.json"):
+            section = STAGES[json.loads(record.read_text())["stage"]].section
+            if section != "attacks" and not (out / "stages" / record.name).exists():
+                shutil.copy(record, out / "stages" / record.name)
+    target = SyntheticWorld(WorldConfig(seed=seed)).target()
+    audit(full, models, target, out, gold=gold if with_gold else None, config=audit_config())
+    return str(out), time.perf_counter() - started
+
+
+def audit_config() -> Any:
+    """The quick config with ``max_new_tokens`` set to `MAX_NEW_TOKENS` in every stage."""
+    from remnant.audit import load_config
+    from remnant.audit.stages import STAGES
+
+    quick = load_config("quick")
+    settings = {stage: dict(quick.settings.get(stage, {})) for stage in quick.stages}
+    for stage, values in settings.items():
+        if "max_new_tokens" in {f.name for f in dataclasses.fields(STAGES[stage].settings)}:
+            values["max_new_tokens"] = MAX_NEW_TOKENS
+    return quick.model_copy(update={"name": "quick (max_new_tokens 8)", "settings": settings})
+
+
+# ---------------------------------------------------------------------------- the sweep
+
+
+def sweep(seeds: list[int], out: Path, ray: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every seed's models, oracles and audits as Ray tasks; the rows of the analysis and the
+    wall time of each kind of task."""
+    remote = {
+        f.__name__: ray.remote(num_cpus=1, max_retries=0)(f)
+        for f in (train_tiny, make_variant, oracle, run_audit)
+    }
+    variants = [f"{m}_{s}" for m in METHODS for s in STRENGTHS] + ["cv"]
+    pending: dict[Any, tuple[str, int, str]] = {}
+    plan: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        folder = str(out / f"seed-{seed}")
+        full = remote["train_tiny"].remote(seed, False, 0)
+        gold = remote["train_tiny"].remote(seed, True, 0)
+        gold_b = remote["train_tiny"].remote(seed, True, 1)
+        built = {"full": full, "gold": gold, "gold_b": gold_b}
+        built |= {v: remote["make_variant"].remote(seed, v, full, folder) for v in variants}
+        audited = ["full", *variants, "gold_b"]
+        oracles = {
+            name: remote["oracle"].remote(seed, name, full, built[name], gold, folder)
+            for name in audited
+        }
+        models = [built[n] for n in audited]
+        with_gold = remote["run_audit"].remote(seed, True, folder, audited, full, gold, *models)
+        without = remote["run_audit"].remote(
+            seed, False, folder, audited, full, gold, *models, after=with_gold
+        )
+        plan[seed] = {"oracles": oracles, "audits": {True: with_gold, False: without}}
+        for name, ref in built.items():
+            pending[ref] = ("model", seed, name)
+        for name, ref in oracles.items():
+            pending[ref] = ("oracle", seed, name)
+        pending[with_gold], pending[without] = ("audit", seed, "gold"), ("audit", seed, "no gold")
+    wall: dict[str, list[float]] = {"model": [], "oracle": [], "audit": []}
+    started = time.perf_counter()
+    refs = list(pending)
+    while refs:
+        done, refs = ray.wait(refs, num_returns=1)
+        kind, seed, name = pending[done[0]]
+        value = ray.get(done[0])
+        seconds = value["seconds"] if kind == "oracle" else value[1]
+        wall[kind].append(seconds)
+        elapsed = time.perf_counter() - started
+        print(f"[{elapsed:7.0f} s] seed {seed} {kind} {name}: {seconds:.0f} s "
+              f"({len(pending) - len(refs)}/{len(pending)})", flush=True)  # fmt: skip
+    rows = []
+    for seed in seeds:
+        truth = {n: ray.get(ref) for n, ref in plan[seed]["oracles"].items()}
+        for with_gold, ref in plan[seed]["audits"].items():
+            rows += _rows(seed, with_gold, Path(ray.get(ref)[0]), truth)
+    timing = {
+        "wall_seconds": round(time.perf_counter() - started),
+        "task_seconds": {k: round(sum(v)) for k, v in wall.items()},
+    }
+    return rows, timing
+
+
+def _rows(
+    seed: int, with_gold: bool, folder: Path, truth: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One row per audited model: its kind, ground truth, verdict and signals."""
+    from remnant.audit import load_results
+
+    results, _ = load_results(folder)
+    rows = []
+    for name, judged in results["verdicts"].items():
+        kind = "gold" if name in GOLD_NAMES else "full" if name == "full" else name.split("_")[0]
+        oracle_row = truth.get(name)
+        holds = False if kind == "gold" else bool(oracle_row and oracle_row["holds"])
+        rows.append(
+            {
+                "seed": seed,
+                "gold_control": with_gold,
+                "model": name,
+                "kind": kind,
+                "holds": holds,
+                "oracle": oracle_row,
+                "verdict": judged["verdict"],
+                "score": judged["score"],
+                "collateral_damage": judged["collateral_damage"],
+                "signals": signals(results, name, gold="gold" if with_gold else None),
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------- the analysis
+
+
+def auroc(labels: list[bool], values: list[float]) -> float:
+    """P(value of a random positive > value of a random negative), ties counting half."""
+    ranks = rankdata(values)
+    positive = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auroc_by_seed(rows: list[dict[str, Any]], value: Any, seed: int = 0) -> dict[str, Any]:
+    """AUROC of ``value(row)`` (higher: holds) for rows that hold against rows that do not,
+    with a 95% CI from resampling world seeds (whole seeds, with replacement)."""
+    usable = [(r["seed"], r["holds"], value(r)) for r in rows if value(r) is not None]
+    labels = [h for _, h, _ in usable]
+    if len(set(labels)) < 2:
+        return {"auroc": None, "ci": [None, None], "n": len(usable)}
+    point = auroc(labels, [v for _, _, v in usable])
+    by_seed: dict[int, list[tuple[bool, float]]] = {}
+    for s, h, v in usable:
+        by_seed.setdefault(s, []).append((h, v))
+    seeds = sorted(by_seed)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(N_BOOTSTRAP):
+        pooled = [pair for s in rng.choice(seeds, len(seeds)) for pair in by_seed[s]]
+        if len({h for h, _ in pooled}) == 2:
+            draws.append(auroc([h for h, _ in pooled], [v for _, v in pooled]))
+    low, high = np.percentile(draws, [2.5, 97.5]) if draws else (None, None)
+    return {"auroc": float(point), "ci": [low, high], "n": len(usable)}
+
+
+def confusion(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Ground truth × verdict counts (gold models, the other models that hold the facts, the
+    other models that do not)."""
+    table: dict[str, dict[str, int]] = {}
+    for row in rows:
+        truth = (
+            "gold (never saw them)"
+            if row["kind"] == "gold"
+            else "holds (oracle)"
+            if row["holds"]
+            else "absent (oracle)"
+        )
+        counts = table.setdefault(truth, dict.fromkeys(VERDICTS, 0))
+        counts[row["verdict"]] += 1
+    return table
+
+
+def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's goals: gold called suppressed in at most 5% of runs; recoverable models the
+    audit sees as unlearned called suppressed in at least 95%; score AUROC at least 0.98."""
+    gold = [r for r in rows if r["kind"] == "gold"]
+    recoverable = [
+        r for r in rows if r["holds"] and r["kind"] != "full" and r["verdict"] != "not unlearned"
+    ]
+    rate = lambda rs: sum(r["verdict"] == "suppressed" for r in rs) / len(rs) if rs else None  # noqa: E731
+    score = auroc_by_seed(rows, lambda r: r["score"])
+    return {
+        "gold called suppressed": {"rate": rate(gold), "n": len(gold), "goal": "<= 0.05"},
+        "recoverable called suppressed": {
+            "rate": rate(recoverable),
+            "n": len(recoverable),
+            "goal": ">= 0.95",
+        },
+        "verdict score AUROC": {**score, "goal": ">= 0.98"},
+    }
+
+
+def report(rows: list[dict[str, Any]], timing: dict[str, Any], command: str) -> str:
+    """The Markdown of ``bench/results/validity.md``."""
+    lines = [
+        "# Validity of the audit on the tiny synthetic world",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.date.today().isoformat()}  ",
+        f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python "
+        f"{platform.python_version()}  ",
+        "Versions: "
+        + ", ".join(
+            f"{p} {version(p)}"
+            for p in ("remnant", "torch", "transformers", "transformer-lens", "ray")  # fmt: skip
+        )
+        + "  ",
+        f"Wall time: {timing['wall_seconds']} s; task time by kind (s): {timing['task_seconds']}",
+        "",
+        "Method: see the docstring of `bench/validity.py` (world, models, the relearning oracle "
+        "that labels the ground truth, the audits).",
+    ]
+    for with_gold in (True, False):
+        part = [r for r in rows if r["gold_control"] == with_gold]
+        lines += ["", f"## {'With' if with_gold else 'Without'} a gold model as control", ""]
+        lines += ["| ground truth | " + " | ".join(VERDICTS) + " |",
+                  "|---|" + "---:|" * len(VERDICTS)]  # fmt: skip
+        for truth, counts in confusion(part).items():
+            lines.append(f"| {truth} | " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")
+        lines += ["", "| goal | measured | n | target |", "|---|---:|---:|---|"]
+        for goal, value in goals(part).items():
+            measured = value.get("rate", value.get("auroc"))
+            ci = value.get("ci")
+            shown = "n/a" if measured is None else f"{measured:.3f}"
+            if ci and ci[0] is not None:
+                shown += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+            lines.append(f"| {goal} | {shown} | {value['n']} | {value['goal']} |")
+        lines += ["", "| signal | AUROC [95% CI over seeds] | n |", "|---|---:|---:|"]
+        for signal in SIGNALS:
+            auc = auroc_by_seed(part, lambda r, s=signal: r["signals"].get(s))
+            shown = "n/a" if auc["auroc"] is None else f"{auc['auroc']:.3f}"
+            if auc["ci"][0] is not None:
+                shown += f" [{auc['ci'][0]:.3f}, {auc['ci'][1]:.3f}]"
+            lines.append(f"| {signal} | {shown} | {auc['n']} |")
+    lines += ["", "## Per model", "",
+              "| seed | model | oracle: held-out after relearning (gold's) | holds | verdict with "
+              "gold (score) | verdict without gold (score) |",
+              "|---:|---|---|---|---|---|"]  # fmt: skip
+    by_key = {(r["seed"], r["model"], r["gold_control"]): r for r in rows}
+    for seed, name in sorted({(r["seed"], r["model"]) for r in rows}):
+        first = by_key.get((seed, name, True)) or by_key[(seed, name, False)]
+        o = first["oracle"]
+        oracle_text = "" if o is None else f"{o['held_out']:.2f} ({o['gold_held_out']:.2f})"
+        cells = []
+        for with_gold in (True, False):
+            r = by_key.get((seed, name, with_gold))
+            cells.append("" if r is None else f"{r['verdict']} ({_num(r['score'])})")
+        lines.append(f"| {seed} | {name} | {oracle_text} | {first['holds']} | " + " | ".join(cells)
+                     + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="world seeds, comma-separated")
+    parser.add_argument("--workers", type=int, default=2, help="local Ray workers (CPUs)")
+    parser.add_argument("--address", default=None, help="a Ray cluster's address")
+    parser.add_argument("--out", type=Path, default=None, help="sweep folder")
+    args = parser.parse_args()
+    try:
+        import ray
+    except ImportError:
+        sys.exit("bench/validity.py needs Ray: pip install -r requirements-sweep.lock "
+                 "(make validity does it)")  # fmt: skip
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = args.out or remnant_home() / "validity" / "tiny"
+    out.mkdir(parents=True, exist_ok=True)
+    env = {"env_vars": {"REMNANT_HOME": str(remnant_home())}}
+    if args.address:
+        ray.init(address=args.address, runtime_env=env)
+    else:
+        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
+                 runtime_env=env)  # fmt: skip
+    rows, timing = sweep(seeds, out, ray)
+    command = "python bench/validity.py " + " ".join(sys.argv[1:])
+    text = report(rows, timing, command.strip())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "validity.md").write_text(text)
+    (RESULTS / "validity.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
