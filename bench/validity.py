@@ -39,8 +39,14 @@ models that do not, with a 95% bootstrap CI over world seeds; written to
 ``bench/results/validity.md`` (with the command, date, versions and wall times) and the rows to
 ``bench/results/validity.json``.
 
+Verdicts are judged from the audits' stage Results by the current rules (`judge_again`), so
+that a change of the rules is measured without running an audit again: ``--report-only``
+writes the report of the audits a sweep folder holds (of a sweep still running, or stopped)
+and runs nothing.
+
 Usage: ``python bench/validity.py [--seeds 0,1,2,3,4] [--workers 2] [--address ADDR]
-[--out DIR]`` (``make validity``; needs ``remnant[sweep]``, i.e. ``requirements-sweep.lock``).
+[--out DIR] [--report-only]`` (``make validity``; needs ``remnant[sweep]``, i.e.
+``requirements-sweep.lock``).
 """
 
 from __future__ import annotations
@@ -285,10 +291,12 @@ def sweep(seeds: list[int], out: Path, ray: Any) -> tuple[list[dict[str, Any]], 
 def _rows(
     seed: int, with_gold: bool, folder: Path, truth: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One row per audited model: its kind, ground truth, verdict and signals."""
+    """One row per audited model: its kind, ground truth, verdict (by the current rules) and
+    signals."""
     from remnant.audit import load_results
+    from remnant.audit.run import judge_again
 
-    results, _ = load_results(folder)
+    results = judge_again(load_results(folder)[0])
     rows = []
     for name, judged in results["verdicts"].items():
         kind = "gold" if name in GOLD_NAMES else "full" if name == "full" else name.split("_")[0]
@@ -381,8 +389,16 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def report(rows: list[dict[str, Any]], timing: dict[str, Any], command: str) -> str:
-    """The Markdown of ``bench/results/validity.md``."""
+def report(rows: list[dict[str, Any]], timing: dict[str, Any] | None, command: str) -> str:
+    """The Markdown of ``bench/results/validity.md`` (``timing`` None: a report of a sweep
+    folder, no wall times)."""
+    seeds = sorted({r["seed"] for r in rows})
+    wall = (
+        "Wall time: not measured (a report of the sweep folder's finished audits)"
+        if timing is None
+        else f"Wall time: {timing['wall_seconds']} s; task time by kind (s): "
+        f"{timing['task_seconds']}"
+    )
     lines = [
         "# Validity of the audit on the tiny synthetic world",
         "",
@@ -396,7 +412,8 @@ def report(rows: list[dict[str, Any]], timing: dict[str, Any], command: str) -> 
             for p in ("remnant", "torch", "transformers", "transformer-lens", "ray")  # fmt: skip
         )
         + "  ",
-        f"Wall time: {timing['wall_seconds']} s; task time by kind (s): {timing['task_seconds']}",
+        f"World seeds: {', '.join(map(str, seeds))}  ",
+        wall,
         "",
         "Method: see the docstring of `bench/validity.py` (world, models, the relearning oracle "
         "that labels the ground truth, the audits).",
@@ -441,6 +458,20 @@ def report(rows: list[dict[str, Any]], timing: dict[str, Any], command: str) -> 
     return "\n".join(lines) + "\n"
 
 
+def finished_rows(out: Path) -> list[dict[str, Any]]:
+    """The rows of every finished audit in the sweep folder ``out`` (the newest oracle record
+    of each model), for a report on a sweep that is still running or was stopped."""
+    rows = []
+    for folder in sorted(out.glob("seed-*"), key=lambda f: int(f.name.split("-")[1])):
+        records = sorted((folder / "oracle").glob("*.json"), key=lambda f: f.stat().st_mtime)
+        truth = {r["model"]: r for r in (json.loads(f.read_text()) for f in records)}
+        for with_gold in (True, False):
+            audit_dir = folder / ("audit-gold" if with_gold else "audit-no-gold")
+            if (audit_dir / "results.json").is_file():
+                rows += _rows(int(folder.name.split("-")[1]), with_gold, audit_dir, truth)
+    return rows
+
+
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
@@ -451,14 +482,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="local Ray workers (CPUs)")
     parser.add_argument("--address", default=None, help="a Ray cluster's address")
     parser.add_argument("--out", type=Path, default=None, help="sweep folder")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: report the audits the sweep folder holds, judged by the current rules",
+    )
     args = parser.parse_args()
+    out = args.out or remnant_home() / "validity" / "tiny"
+    command = ("python bench/validity.py " + " ".join(sys.argv[1:])).strip()
+    if args.report_only:
+        rows = finished_rows(out)
+        _write(report(rows, None, command), rows)
+        return
     try:
         import ray
     except ImportError:
         sys.exit("bench/validity.py needs Ray: pip install -r requirements-sweep.lock "
                  "(make validity does it)")  # fmt: skip
     seeds = [int(s) for s in args.seeds.split(",")]
-    out = args.out or remnant_home() / "validity" / "tiny"
     out.mkdir(parents=True, exist_ok=True)
     env = {"env_vars": {"REMNANT_HOME": str(remnant_home())}}
     if args.address:
@@ -467,8 +508,10 @@ def main() -> None:
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
                  runtime_env=env)  # fmt: skip
     rows, timing = sweep(seeds, out, ray)
-    command = "python bench/validity.py " + " ".join(sys.argv[1:])
-    text = report(rows, timing, command.strip())
+    _write(report(rows, timing, command), rows)
+
+
+def _write(text: str, rows: list[dict[str, Any]]) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "validity.md").write_text(text)
     (RESULTS / "validity.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")

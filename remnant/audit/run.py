@@ -289,6 +289,18 @@ def load_results(out: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None
     return results, timings
 
 
+def judge_again(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` (a loaded ``results.json``) with its verdicts and rules replaced by those of
+    the current rules, judged from its stages' Results; no model is loaded, nothing is run."""
+    for stage in STAGES.values():
+        stage.settings  # imports the module that defines the stage's Result kind  # noqa: B018
+    done = {s["id"]: _load(s) for s in results["stages"] if s["status"] == "done"}
+    models = results["inputs"]["models"]
+    gold = next((name for name, m in models.items() if m["role"] == "gold"), None)
+    judged = verdict.verdicts(done, models, gold_name=gold)
+    return results | {"verdicts": judged, "rules": list(verdict.RULES)}
+
+
 def render_report(out: str | Path) -> Path:
     """Re-render ``{out}/index.html`` from ``results.json`` and ``timings.json``, loading no
     model; returns the report's path."""
