@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml $(LOCK) constraints.txt
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q --durations=10
+	$(PY) -m pytest -q --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not integration"

@@ -172,11 +172,11 @@ def test_demo_audits_reference_checkpoints_and_rerun_keeps_every_stage(tiny, tmp
     config.write_text("stages: [behaviour, lens]\nsettings: {behaviour: {max_new_tokens: 8}}\n")
     out = tmp_path / "demo"
     args = ["demo", "--model", "tiny-synthetic", "--target", "tiny-synthetic", "--out", str(out),
-            "--methods", "ga", "--config", str(config)]  # fmt: skip
+            "--methods", "npo", "--config", str(config)]  # fmt: skip
     first = _run(*args)
     assert "kept" not in first and (out / "index.html").is_file()
     results = json.loads((out / "results.json").read_text())
-    assert list(results["verdicts"]) == ["ga", "gold"]
+    assert list(results["verdicts"]) == ["npo", "gold"]
     assert results["verdicts"]["gold"]["verdict"] == "removed"
     second = _run(*args)
     assert second.count(": kept (") == len(results["stages"]), second
