@@ -19,7 +19,7 @@ def test_verdicts_gold_removed_unlearned_suppressed_original_not_unlearned(tiny_
     assert verdicts["ga"]["verdict"] == "suppressed"
     assert verdicts["same"]["verdict"] == "not unlearned"
     strongest = verdicts["ga"]["evidence"][0]
-    assert strongest["fires"] and strongest["decisive"] and strongest["ci"][0] > 0
+    assert strongest["fires"] and strongest["decisive"] and strongest["margin"] > 0
     relearned = [e for e in verdicts["ga"]["evidence"] if e["stage"] == "relearn-ga"]
     assert relearned and relearned[0]["fires"], "the GA model's facts come back by relearning"
     assert not any(e["fires"] and e["decisive"] for e in verdicts["gold"]["evidence"][:-1])

@@ -33,27 +33,30 @@ RULES = (
     "not unlearned: the model's forget accuracy minus the original's, on the same forget items "
     "(paired bootstrap 95% CI), has an upper bound at or above 0.",
     "suppressed: forget accuracy is significantly below the original's, and at least one "
-    "decisive line fires: (a) an attack recovers held-out forget items above its line, with the "
-    "CI's lower bound above 0. The line is the gold model under the same attack, or without a "
-    "gold model the audited model's own plain accuracy (at least chance for multiple choice). "
-    "A prompt attack counts its strongest condition, with the CI widened for the number of "
-    "conditions it tried (Bonferroni). Relearning and retraining on T must beat both the line "
-    "and the model before relearning; the soft prompt must beat its permuted-answer control; "
-    "quantization's gap recovery must be above 0. (b) A linear probe for a knowledge task, at "
-    "the layer where the original's probe is best, decodes the model above its line (lower "
-    "bound above the upper bound of its permuted-label control and, when a gold model is "
-    "given, of the gold model's probe) and not below halfway from the original's control to "
-    "the original (upper bound at or above the midpoint of their accuracies), where the "
-    "original's probe beats its own control.",
+    "decisive line fires: (a) an attack recovers held-out forget items above its lines, with "
+    "each CI's lower bound above 0. A prompt attack (in-context, reasoning, variants) must beat "
+    "the model's own plain accuracy (at least chance for multiple choice) and, when a gold model "
+    "is given, the gold model under the same condition; it counts its strongest condition, with "
+    "the CIs widened for the number of conditions it tried (Bonferroni). Relearning and "
+    "retraining on T must beat the model before relearning and the gold model after the same "
+    "relearning (without one, the model before relearning is the only line); the soft prompt "
+    "must beat its permuted-answer control; quantization's gap recovery must be above 0. (b) A "
+    "linear probe for a knowledge task, at the layer where the original's probe is best, "
+    "decodes the model above its line (lower bound above the upper bound of its permuted-label "
+    "control and, when a gold model is given, of the gold model's probe) and not below halfway "
+    "from the original's control to the original (upper bound at or above the midpoint of their "
+    "accuracies), where the original's probe beats its own control. (c) The logit lens: at the "
+    "original's best inner layer the answer ranks better than at the model's output (mean log2 "
+    "rank inside minus output, paired CI upper bound below 0): the model computes the answer "
+    "and its last layers hide it.",
     "removed: forget accuracy is significantly below the original's and no decisive line fires "
     "under the attacks and budgets that ran (the report lists them).",
     "collateral damage (flagged beside the verdict): retain accuracy minus the original's "
     "(paired CI) has an upper bound below 0, or membership inference finds the forget set less "
     "likely than held-out text (AUROC CI below 0.5, and below the gold model's when given).",
-    "Supporting lines, deciding nothing: the logit lens (the answer ranks better inside the "
-    "model than at its output), cross-model patching (where restoring the original moves the "
-    "answer most, against the layers causal tracing says store the facts), and concept vectors "
-    "(how much their weights changed beside random value vectors).",
+    "Supporting lines, deciding nothing: cross-model patching (where restoring the original "
+    "moves the answer most, against the layers causal tracing says store the facts) and concept "
+    "vectors (how much their weights changed beside random value vectors).",
 )
 
 LEVEL = 0.95
@@ -131,10 +134,10 @@ def judge(results: Mapping[str, Any], name: str, gold_name: str | None = None) -
 
 def _strength(line: dict[str, Any]) -> tuple[int, float]:
     """Fired decisive lines first, then fired supporting ones, then the rest; within each, the
-    higher lower bound first."""
+    larger margin first (lines without one last)."""
     rank = 0 if line["fires"] and line["decisive"] else 1 if line["fires"] else 2
-    low = line["ci"][0] if line.get("ci") and line["ci"][0] is not None else -math.inf
-    return rank, -low
+    margin = line.get("margin")
+    return rank, math.inf if margin is None else -margin
 
 
 def _line(
@@ -196,8 +199,9 @@ def _behaviour_line(original: Any, model: Any, split: str, name: str) -> dict[st
 
 
 def _prompt_attack_lines(result: Any, stage: str) -> list[dict[str, Any]]:
-    """The strongest condition of a prompt attack above its line, CI widened for the number
-    of conditions."""
+    """The strongest condition of a prompt attack above its lines: the model's own plain
+    accuracy (at least chance) and, when given, the gold model under the same condition; CIs
+    widened for the number of conditions."""
     plain, *attacked = result.conditions
     if not attacked:
         return []
@@ -206,27 +210,34 @@ def _prompt_attack_lines(result: Any, stage: str) -> list[dict[str, Any]]:
     for condition in attacked:
         rows = condition["scores"]["unlearned"]["items"]
         bases = [row["base"] for row in rows]
+        lines = {"its plain accuracy": [max(float(plain_by_base[b]), condition["chance"])
+                                        for b in bases]}  # fmt: skip
         if "gold" in condition["scores"]:
-            line, line_name = _correct(condition["scores"]["gold"]["items"]), "the gold model"
-        else:
-            chance = condition["chance"]
-            line = [max(float(plain_by_base[b]), chance) for b in bases]
-            line_name = "its plain accuracy"
-        value, ci = _difference(_correct(rows), line, result.settings, bases, len(attacked))
-        if best is None or ci[0] > best[1][0]:
-            best = (value, ci, condition, line_name, float(np.mean(line)))
-    value, ci, condition, line_name, line_mean = best
+            lines["the gold model"] = _correct(condition["scores"]["gold"]["items"])
+        beaten = {
+            name: (float(np.mean(line)),
+                   *_difference(_correct(rows), line, result.settings, bases, len(attacked)))
+            for name, line in lines.items()
+        }  # fmt: skip
+        margin = min(ci[0] for _, _, ci in beaten.values())
+        if best is None or margin > best[0]:
+            best = (margin, condition, beaten)
+    margin, condition, beaten = best
+    against = " and ".join(
+        f"{name} {mean:.2f} ({value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}])"
+        for name, (mean, value, ci) in beaten.items()
+    )
     statement = (
         f"{result.attack} attack, condition {condition['name']!r}: held-out accuracy "
-        f"{condition['scores']['unlearned']['accuracy']:.2f} against {line_name} "
-        f"{line_mean:.2f}, {value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+        f"{condition['scores']['unlearned']['accuracy']:.2f} against {against}"
         + (
-            f" (strongest of {len(attacked)} conditions, CI widened for all of them)"
+            f" (strongest of {len(attacked)} conditions, CIs widened for all of them)"
             if len(attacked) > 1
             else ""
         )
     )
-    return [_line("attack", stage, statement, value, ci, ci[0] > 0, True, ci[0])]
+    _, value, ci = beaten["the gold model" if "the gold model" in beaten else "its plain accuracy"]
+    return [_line("attack", stage, statement, value, ci, margin > 0, True, margin)]
 
 
 def _relearn_lines(result: Any, stage: str) -> list[dict[str, Any]]:
@@ -343,7 +354,7 @@ def _lens_line(result: Any, stage: str) -> dict[str, Any] | None:
         f"original's best inner layer; the original's is {ranks[layer]:g}) and {mine[-1]:g} at "
         f"the output; mean log2 rank inside minus output {value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
     )
-    return _line("lens", stage, statement, value, ci, ci[1] < 0, False)
+    return _line("lens", stage, statement, value, ci, ci[1] < 0, True, -ci[1])
 
 
 def _diff_line(result: Any, stage: str) -> dict[str, Any] | None:
