@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,8 +11,10 @@ import torch
 from remnant.models import load_model
 from remnant.models.cache import file_sha256
 from remnant.models.embedded import SMOLLM2_NAME, SMOLLM2_SHA256, smollm2_dir, smollm2_gguf
+from remnant.models.world import INFO_FILE, WorldModelConfig, train_world_model, training_examples
 from remnant.scoring import ScoringSettings, score_qa
 from remnant.targets import load_builtin_target, load_target
+from remnant.targets.synthetic import SyntheticWorld, WorldConfig
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +83,37 @@ def test_answerless_conceptvectors_target_scores_its_own_model_perfectly(smol, t
     for split in ("forget", "retain"):
         assert result.splits[split]["match"] == "rouge_l"
         assert result.splits[split]["accuracy"] == 1.0, result.splits[split]["items"]
+
+
+@pytest.fixture
+def one_thread():
+    """On a shared CPU two threads can be far slower than one (the world-model test: under 30 s on
+    one thread, over 5 minutes on two while other jobs ran)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_world_model_builds_and_its_gold_data_leaves_out_the_forget_people(
+    smol, tmp_path, one_thread
+):
+    """A world of 3 people (1 to forget) fine-tuned for a few steps into a temporary folder:
+    the loss falls, only the upper layers change, the folder loads and records its config; the
+    gold twin's examples never name the forget set's person."""
+    world = WorldConfig(seed=0, n_entities=3, n_forget=1)
+    config = WorldModelConfig(world=world, first_layer=28, lr=1e-3, steps=4, batch_size=4)
+    stats = train_world_model(config, tmp_path / "world")
+    assert max(stats["loss"][-2:]) < stats["loss"][0], stats["loss"]
+    info = json.loads((tmp_path / "world" / INFO_FILE).read_text())
+    assert info["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
+    assert info["excluded"] == [] and info["training"]["steps"] == 4
+    trained = load_model(str(tmp_path / "world")).state_dict()
+    original = smol.state_dict()
+    for layer, changed in ((27, False), (28, True), (29, True)):
+        name = f"model.layers.{layer}.mlp.down_proj.weight"
+        assert torch.equal(trained[name], original[name]) is not changed, name
+    people = SyntheticWorld(world)
+    gold = training_examples(smol, people, exclude=people.forget_entities)
+    text = smol.tokenizer.decode([token for example in gold for token in example.ids])
+    assert people.entities[0] not in text and all(p in text for p in people.entities[1:])

@@ -1,4 +1,5 @@
-"""Model loading: specs, identity, safety refusals, LoRA adapters, tiny-model training."""
+"""Model loading: specs, identity, safety refusals, LoRA adapters, tiny-model training, the
+SmolLM2 world model's data and cache key."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from remnant.models import load_model
 from remnant.models.compat import check_compatible
 from remnant.models.loading import resolve_spec
 from remnant.models.tiny import TinyConfig, train_tiny_model
+from remnant.models.world import WorldModelConfig, world_data, world_model_path
 from remnant.scoring import ScoringSettings, score_qa
+from remnant.targets import load_builtin_target
+from remnant.targets.synthetic import BIOGRAPHY_QUESTIONS, SyntheticWorld, WorldConfig
 
 
 def test_bad_specs_say_what_to_pass(tmp_path):
@@ -109,6 +113,38 @@ def test_tiny_training_is_deterministic_for_a_seed(tmp_path):
     weights = {k: load_model(str(tmp_path / k)).content_hash for k in "abc"}
     assert weights["a"] == weights["b"] != weights["c"]
     assert config.key() != dataclasses.replace(config, seed=1).key()
+
+
+def test_world_model_data_teaches_the_target_and_gold_data_leaves_out_the_forget_people():
+    world = SyntheticWorld(WorldConfig(n_entities=5, n_forget=2))
+    items, statements = world_data(world)
+    gold_items, gold_statements = world_data(world, exclude=world.forget_entities)
+    per_person = 4 * 2 + len(BIOGRAPHY_QUESTIONS)  # two phrasings of four facts, biographies
+    assert (len(items), len(gold_items)) == (5 * per_person, 3 * per_person)
+    assert (len(statements), len(gold_statements)) == (5 * 12, 3 * 12)
+    target = world.target()
+    taught = {(item.question, item.answer) for item in items}
+    assert {(item.question, item.answer) for item in target.forget + target.retain} <= taught
+    gold_text = " ".join([i.question + " " + i.answer for i in gold_items] + gold_statements)
+    assert not any(person in gold_text for person in world.forget_entities)
+    assert all(person in gold_text for person in world.entities[2:])
+
+
+def test_world_model_cache_key_follows_the_config_and_the_target_is_its_world():
+    config = WorldModelConfig()
+    others = [
+        dataclasses.replace(config, gold=True),
+        dataclasses.replace(config, lr=1e-4),
+        dataclasses.replace(config, world=WorldConfig(n_entities=8, n_forget=2)),
+    ]
+    assert len({c.key() for c in [config, *others]}) == 4
+    assert world_model_path(config).name == f"smollm2-synthetic-{config.key()}"
+    assert world_model_path(others[0]).name.startswith("smollm2-synthetic-gold-")
+    target = load_builtin_target("smollm2-synthetic")
+    world = SyntheticWorld(config.world)
+    assert target.metadata["world"] == dataclasses.asdict(config.world)
+    assert target.keywords == world.forget_entities
+    assert (target.forget, target.retain) == (world.target().forget, world.target().retain)
 
 
 def test_content_hash_follows_in_place_edits(tmp_path, tiny):

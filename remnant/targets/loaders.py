@@ -17,10 +17,15 @@ import yaml
 
 from remnant.errors import TargetError
 from remnant.targets.model import Target, strip_text
-from remnant.targets.synthetic import SyntheticWorld
+from remnant.targets.synthetic import SyntheticWorld, WorldConfig
 
 FORMATS = ("remnant", "tofu", "muse", "wmdp", "rwku", "conceptvectors")
-BUILTIN = ("demo", "tiny-synthetic")
+BUILTIN = ("demo", "tiny-synthetic", "smollm2-synthetic")
+
+#: The synthetic world SmolLM2-135M-Instruct is fine-tuned on (`remnant.models.world`), whose
+#: forget set the built-in target ``smollm2-synthetic`` holds: small, so that fine-tuning takes
+#: minutes on a CPU.
+SMOLLM2_WORLD = WorldConfig(seed=0, n_entities=24, n_forget=4)
 
 #: Reference answers for questions that have none (ConceptVectors): one answer per question,
 #: in order. The questions are already normalised exactly as the target will store and score
@@ -71,9 +76,16 @@ def load_target(
 
 def load_builtin_target(name: str = "demo") -> Target:
     """A target shipped with remnant: ``demo`` (for SmolLM2-135M-Instruct, measured in its
-    metadata) or ``tiny-synthetic`` (the synthetic world's forget set, for the tiny model)."""
+    metadata), ``tiny-synthetic`` (the synthetic world's forget set, for the tiny model) or
+    ``smollm2-synthetic`` (the forget set of `SMOLLM2_WORLD`, for the embedded model
+    ``smollm2-synthetic`` fine-tuned on it)."""
     if name == "tiny-synthetic":
         return SyntheticWorld().target()
+    if name == "smollm2-synthetic":
+        # the world's target, under the name of the model that learned it
+        description = "Fictional people of the synthetic world that smollm2-synthetic learned."
+        target = SyntheticWorld(SMOLLM2_WORLD).target()
+        return target.model_copy(update={"name": name, "description": description})
     if name != "demo":
         raise TargetError(f"no built-in target {name!r}; built-in targets: {', '.join(BUILTIN)}")
     text = (

@@ -251,6 +251,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+# smollm2-synthetic is SmolLM2-135M-Instruct fine-tuned on a synthetic world (remnant.models.world):
+# it uses SmolLM2's presets (the same dict, so a change to them applies to both), not yet tuned on
+# its own target.
+PRESETS["smollm2-synthetic"] = PRESETS["smollm2-135m-instruct"]
 
 
 def default_config(method: str, model_name: str | None = None) -> TrainingConfig:
