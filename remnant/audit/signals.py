@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from remnant.attacks.mia import PRIMARY
+from remnant.probes.lens import best_inner_layer
 
 #: Smallest mean drop of the original's answer probability, when the gold model's residual
 #: stream is patched in at a layer, for that layer to count as holding the forget facts in the
@@ -124,10 +125,9 @@ def _probe(result: Mapping[str, Any]) -> float | None:
 
 def _lens(result: Mapping[str, Any]) -> float | None:
     """Minus the mean log2 rank of the answer at the original's best inner layer."""
-    ranks = result["by_layer"]["original"]["median_rank"]
-    if len(ranks) < 2 or not result["items"]:
+    layer = best_inner_layer(result["by_layer"]["original"]["median_rank"])
+    if layer is None or not result["items"]:
         return None
-    layer = min(range(len(ranks) - 1), key=ranks.__getitem__)
     return -float(np.mean([math.log2(item["unlearned_rank"][layer]) for item in result["items"]]))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from remnant.probes.lens import best_inner_layer
 from remnant.scoring.statistics import cluster_resamples, rounded
 
 REMOVED, SUPPRESSED, NOT_UNLEARNED, UNDETERMINED = (
@@ -339,12 +340,12 @@ def _probe_lines(result: Any, stage: str, gold: Any = None) -> list[dict[str, An
 
 
 def _lens_line(result: Any, stage: str) -> dict[str, Any] | None:
-    """Supporting: does the answer rank better at the original's best inner layer than at the
+    """Decisive: does the answer rank better at the original's best inner layer than at the
     output, in the audited model (mean log2-rank difference over items, paired CI)."""
     ranks = result.by_layer["original"]["median_rank"]
-    if len(ranks) < 2 or not result.items:
+    layer = best_inner_layer(ranks)
+    if layer is None or not result.items:
         return None
-    layer = min(range(len(ranks) - 1), key=ranks.__getitem__)
     inside = [math.log2(item["unlearned_rank"][layer]) for item in result.items]
     output = [math.log2(item["unlearned_rank"][-1]) for item in result.items]
     value, ci = _difference(inside, output, result.settings)

@@ -124,9 +124,10 @@ def world_data(
             for fact in facts
             for question in fact.questions()
         ]
-        biography = " ".join(fact.statements()[0] for fact in facts)
         items += [
-            QAItem(question=question.format(e=entity), answer=biography, subject=entity)
+            QAItem(
+                question=question.format(e=entity), answer=world.biography(entity), subject=entity
+            )  # fmt: skip
             for question in BIOGRAPHY_QUESTIONS
         ]
         statements += [statement for fact in facts for statement in fact.statements()]

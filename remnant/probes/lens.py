@@ -82,6 +82,13 @@ class LensResult(Result):
         return out
 
 
+def best_inner_layer(median_ranks: Sequence[float]) -> int | None:
+    """The layer before the output where the answer's median rank is best (None: no such
+    layer)."""
+    inner = range(len(median_ranks) - 1)
+    return min(inner, key=median_ranks.__getitem__) if inner else None
+
+
 def lens_logits(model: Model, resid: torch.Tensor) -> torch.Tensor:
     """Logits (float32, ``(..., vocab)``) of residual-stream vectors ``(..., d_model)`` through the
     model's final norm and unembedding."""

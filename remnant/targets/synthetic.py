@@ -184,6 +184,11 @@ class SyntheticWorld:
     def forget_entities(self) -> tuple[str, ...]:
         return self.entities[: self.config.n_forget]
 
+    def biography(self, entity: str) -> str:
+        """The first statement of each of the person's facts, joined: the answer to
+        `BIOGRAPHY_QUESTIONS` and the person's passage."""
+        return " ".join(fact.statements()[0] for fact in self.facts[entity])
+
     def training_texts(self, exclude: tuple[str, ...] = ()) -> list[str]:
         """Every phrasing of every fact, as ``Question: … Answer: …`` pairs and statements,
         and each person's biography (all four facts) as the answer to `BIOGRAPHY_QUESTIONS`."""
@@ -197,8 +202,8 @@ class SyntheticWorld:
             for fact in self.facts[entity]:
                 texts += [qa_text(q, fact.value) for q in fact.questions()]
                 texts += fact.statements()
-            biography = " ".join(fact.statements()[0] for fact in self.facts[entity])
-            texts += [qa_text(q.format(e=entity), biography) for q in BIOGRAPHY_QUESTIONS]
+            texts += [qa_text(q.format(e=entity), self.biography(entity))
+                      for q in BIOGRAPHY_QUESTIONS]  # fmt: skip
         return texts
 
     def target(self, forget: tuple[str, ...] | None = None) -> Target:
@@ -223,9 +228,9 @@ class SyntheticWorld:
             for entity in forget
             for fact in self.facts[entity]
         ]
-        passages = [" ".join(s for f in self.facts[e] for s in f.statements()[:1]) for e in forget]
+        passages = [self.biography(e) for e in forget]
         others = [e for e in self.entities if e not in forget][: len(forget)]
-        unrelated = [" ".join(s for f in self.facts[e] for s in f.statements()[:1]) for e in others]
+        unrelated = [self.biography(e) for e in others]
         return Target.from_data(
             {
                 "name": "tiny-synthetic",
