@@ -8,7 +8,7 @@ PIP_VERSION := 26.3
 # it stays out of the lock, which pip resolves around it.
 TORCH := torch==2.13.0
 
-.PHONY: setup test test-fast test-latest demo lint bench validity lock clean
+.PHONY: setup test test-fast test-latest demo lint bench validity validity-smollm2 lock clean
 
 setup: $(STAMP)
 
@@ -23,11 +23,16 @@ $(STAMP): pyproject.toml $(LOCK) constraints.txt
 	$(PY) -m pip check
 	touch $(STAMP)
 
+# The suite runs on $(TEST_WORKERS) pytest-xdist workers, one torch thread each on 2 cores; the
+# test groups (a module, or every reader of the tiny audit) are set in tests/conftest.py.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test: setup
-	$(PY) -m pytest -q --durations=25
+	$(PYTEST) --durations=25
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not integration"
+	$(PYTEST) -m "not integration"
 
 demo: setup
 	$(VENV)/bin/remnant demo
@@ -50,6 +55,10 @@ $(SWEEP_STAMP): $(STAMP) requirements-sweep.lock
 
 validity: $(SWEEP_STAMP)
 	$(PY) bench/validity.py
+
+# The same on the SmolLM2 world at one seed (hours on 2 cores; on demand, not in CI).
+validity-smollm2: $(SWEEP_STAMP)
+	$(PY) bench/validity.py --world smollm2
 
 # Regenerate the lock from pyproject.toml: the newest versions its ranges allow, resolved in a
 # scratch venv. Then `make test` and commit both files (README, Development).

@@ -1,4 +1,4 @@
-"""White-box attack speed: remnant's relearning steps (`remnant.attacks.relearn.fine_tune`, LoRA
+"""White-box attack speed: remnant's relearning steps (`remnant.unlearning.train.fine_tune`, LoRA
 r 128 on the attention and MLP projections, as the attack's defaults) and soft-prompt iterations
 (`remnant.attacks.embedding`) against a plain PyTorch loop doing the same steps on the same
 Hugging Face model loaded without the bridge (PEFT LoRA / a leaf embedding tensor with
@@ -20,6 +20,7 @@ from remnant.models.embedded import smollm2_dir
 from remnant.scoring import encode_answers, resolve_style
 from remnant.targets import load_builtin_target
 from remnant.unlearning.data import collate, qa_examples
+from remnant.unlearning.train import fine_tune
 
 
 def _rate(fn, steps: int, repeats: int) -> float:
@@ -47,7 +48,7 @@ def main(steps: int = 4, repeats: int = 3) -> None:
     batch = collate(examples, range(len(examples)), model.tokenizer.pad_token_id, model.device)
 
     def remnant_relearn(n: int) -> None:
-        relearn.fine_tune(model, examples, settings, lr=settings.lr, steps=n)
+        fine_tune(model, examples, settings.training(settings.lr, n))
 
     def plain_relearn(n: int) -> None:
         from peft import LoraConfig, get_peft_model

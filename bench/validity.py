@@ -2,12 +2,15 @@
 it wrong? Measured on worlds whose ground truth is known.
 
 **World.** The tiny synthetic world at several world seeds (other fictional people, other facts,
-another forget set each). Per seed: ``full``, the tiny model trained on the whole world (the
-audit's original); ``gold``, trained without the forget people, and ``gold_b``, the same at
-training seed 1; GA, GradDiff, NPO and RMU from ``full`` at two strengths each, ``light`` (the
-method's preset, stopped once greedy forget accuracy is at most 0.8 of its value before) and
-the preset (stopped at 0.5); and ``cv``, ``full`` with its 10 top-located concept vectors zeroed
-(`remnant.concept_vectors.ablate`).
+another forget set each), or with ``--world smollm2`` the SmolLM2 world (`SMOLLM2_WORLD`, 24 people
+of whom 4 are forgotten, at world seed 0 unless ``--seeds``; its base models are
+SmolLM2-135M-Instruct fine-tuned on it, `remnant.models.world`). Per seed: ``full``, the base model
+trained on the whole world (the audit's original); ``gold``, trained without the forget people, and
+``gold_b``, the same at training seed 1; GA, GradDiff, NPO and RMU from ``full`` at three strengths
+each, ``light`` (the method's preset, stopped once greedy forget accuracy is at most 0.8 of its
+value before), the preset (stopped at 0.5) and ``strong`` (stopped at 0.1, within the preset's
+maximum budget: the arm most likely to remove what it targets); and ``cv``, ``full`` with its 10
+top-located concept vectors zeroed (`remnant.concept_vectors.ablate`).
 
 **Ground truth (an oracle the audit never reads).** Every model is fine-tuned with a large
 budget (`ORACLE`: full fine-tuning, 96 steps at learning rate 1e-4, 8 examples a step) on the
@@ -23,15 +26,18 @@ Gold models never saw the forget people: *absent* by construction (the oracle is
 **Audits.** ``remnant audit --quick`` of every model against ``full`` (``full`` itself is audited
 too), once with ``gold`` as the control (``gold`` is then audited under its role) and once without
 any gold model (the usual real-world case; ``gold`` is then audited as ``gold_a``). Every setting
-of the quick config is kept except ``max_new_tokens``, 8 everywhere: the tiny world's answers
-are at most 3 tokens. The stages that do not read the gold model are the same in both audits of a
-seed; the second audit starts from the first one's records of them (the audit keeps a record
-whose key matches: same models, target, settings and seed).
+of the quick config is kept, except on the tiny world ``max_new_tokens``, 8 everywhere: its answers
+are at most 3 tokens (SmolLM2 keeps each stage's own, as it reasons before answering under the
+reasoning attack). The stages that do not read the gold model are the same in both audits of a
+seed; the second audit starts from the first one's records of them (the audit keeps a record whose
+key matches: same models, target, settings and seed).
 
-**Sweep.** Every training run, oracle and audit is a Ray task with one CPU and one torch thread
-(``--workers`` local workers, or a cluster with ``--address``, where ``$REMNANT_HOME`` and
-``--out`` must be on a shared filesystem). Models are cached by key, oracle results by the
-content hashes and settings, audits by their stage records: a re-run resumes where it stopped.
+**Sweep.** Every training run, oracle and audit is a Ray task with one CPU and one torch thread (a
+base model's training: `TRAIN_CPUS`) on ``--workers`` local CPUs, or on a cluster with
+``--address``, where ``$REMNANT_HOME`` and ``--out`` must be on a shared filesystem. Local workers
+run at normal priority: Ray's default niceness of 15 let any other job on the machine stall a task
+twentyfold. Models are cached by key, oracle results by the content hashes and settings, audits by
+their stage records: a re-run resumes where it stopped.
 
 **Output.** The confusion table (ground truth × verdict) with and without gold, the goals, and
 per signal (`remnant.audit.signals`) its AUROC for separating models that hold the facts from
@@ -44,10 +50,9 @@ that a change of the rules is measured without running an audit again: ``--repor
 writes the report of the audits a sweep folder holds (of a sweep still running, or stopped)
 and runs nothing.
 
-Usage: ``python bench/validity.py [--seeds 0,1,2,3,4] [--workers 2] [--address ADDR]
-[--out DIR] [--report-only]`` (``make validity``; needs ``remnant[sweep]``, i.e.
-``requirements-sweep.lock``).
-"""
+Usage: ``python bench/validity.py [--world tiny|smollm2] [--seeds 0,1,2,3,4] [--workers 2]
+[--address ADDR] [--out DIR] [--report-only]`` (``make validity``; needs ``remnant[sweep]``, i.e.
+``requirements-sweep.lock``)."""
 
 from __future__ import annotations
 
@@ -73,9 +78,8 @@ from remnant.models.cache import cache_key, remnant_home, source_digest
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("ga", "graddiff", "npo", "rmu")
 #: Unlearning strengths: the stop rule's fraction of forget accuracy before training.
-STRENGTHS = {"light": 0.8, "preset": 0.5}
+STRENGTHS = {"light": 0.8, "preset": 0.5, "strong": 0.1}
 GOLD_NAMES = ("gold", "gold_a", "gold_b")
-MAX_NEW_TOKENS = 8
 ORACLE = {
     "data": ("forget",),
     "steps": 96,
@@ -84,91 +88,136 @@ ORACLE = {
     "lora_rank": 0,
     "rtt_rounds": 0,
     "seed": 1,
-    "max_new_tokens": MAX_NEW_TOKENS,
 }
 CV_VECTORS = 10
+#: CPUs (and torch threads) of a base model's training task; every other task has one. A tiny
+#: model trained in 149 s on two threads alone here, against 291 s on one thread beside another
+#: training: the same throughput, but each model is ready twice as soon for the tasks that
+#: depend on it.
+TRAIN_CPUS = 2
 N_BOOTSTRAP = 2000
 VERDICTS = ("not unlearned", "suppressed", "removed", "undetermined")
 #: What a model-building task returns: the folder and the seconds it took.
 Built = tuple[str, float]
 
 
+@dataclasses.dataclass(frozen=True)
+class World:
+    """A kind of world: ``model`` names its base models (and selects their unlearning presets),
+    ``max_new_tokens`` caps every generation (None: each stage's own setting), ``seeds`` are the
+    default world seeds."""
+
+    name: str
+    model: str
+    description: str
+    max_new_tokens: int | None
+    seeds: str
+
+
+WORLDS = {
+    # the tiny world's answers are at most 3 tokens
+    "tiny": World("tiny", "tiny-synthetic", "the tiny synthetic world", 8, "0,1,2,3,4"),
+    # SmolLM2 reasons before it answers under the reasoning attack: generations keep their length
+    "smollm2": World("smollm2", "smollm2-synthetic", "the SmolLM2 synthetic world", None, "0"),
+}
+
+
+def world_config(world: str, seed: int) -> Any:
+    """The `WorldConfig` of ``world`` at world seed ``seed``."""
+    from remnant.targets.loaders import SMOLLM2_WORLD
+    from remnant.targets.synthetic import WorldConfig
+
+    return (
+        WorldConfig(seed=seed) if world == "tiny" else dataclasses.replace(SMOLLM2_WORLD, seed=seed)
+    )
+
+
+def world_target(world: str, seed: int) -> Any:
+    """The forget target of ``world`` at world seed ``seed``."""
+    from remnant.targets.synthetic import SyntheticWorld
+
+    return SyntheticWorld(world_config(world, seed)).target()
+
+
+def generation(world: str) -> dict[str, int]:
+    """The ``max_new_tokens`` setting of every scored generation in ``world`` ({} : defaults)."""
+    cap = WORLDS[world].max_new_tokens
+    return {} if cap is None else {"max_new_tokens": cap}
+
+
 # ---------------------------------------------------------------------------- the Ray tasks
 
 
-def _one_thread() -> None:
+def _threads(n: int = 1) -> None:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
 
 
-def train_tiny(seed: int, gold: bool, training_seed: int) -> Built:
-    """The tiny model of world ``seed`` (cached by its configuration's key): path, seconds."""
+def train_base(world: str, seed: int, gold: bool, training_seed: int, threads: int) -> Built:
+    """The base model of ``world`` at world seed ``seed`` (the tiny model, or SmolLM2 fine-tuned
+    on the world), or its gold twin, cached by its configuration's key: path, seconds."""
     from remnant.models.tiny import TinyConfig, tiny_model_dir
-    from remnant.targets.synthetic import WorldConfig
+    from remnant.models.world import WorldModelConfig, world_model_dir
 
-    _one_thread()
+    _threads(threads)
     started = time.perf_counter()
-    config = TinyConfig(world=WorldConfig(seed=seed), gold=gold, seed=training_seed)
-    return str(tiny_model_dir(config)), time.perf_counter() - started
+    kind, build = (
+        (TinyConfig, tiny_model_dir) if world == "tiny" else (WorldModelConfig, world_model_dir)
+    )
+    config = kind(world=world_config(world, seed), gold=gold, seed=training_seed)
+    return str(build(config)), time.perf_counter() - started
 
 
-def make_variant(seed: int, name: str, full: Built, folder: str) -> Built:
-    """The unlearned or ablated model ``name`` of ``full`` (cached by the source model, the
-    recipe and the code that makes it): path, seconds."""
+def make_variant(world: str, seed: int, name: str, full: Built, folder: str) -> Built:
+    """The unlearned or ablated model ``name`` of ``full``: path, seconds. Unlearned models are
+    cached by `cached_run`, the ablated one by the source model, the recipe and the code."""
     from remnant.concept_vectors import ablate
     from remnant.models import load_model
-    from remnant.targets.synthetic import SyntheticWorld, WorldConfig
-    from remnant.unlearning import UnlearningSettings, unlearn
+    from remnant.models.cache import build_once
+    from remnant.unlearning import UnlearningSettings, cached_run
 
-    _one_thread()
+    _threads()
     started = time.perf_counter()
-    full_path, recipe = full[0], _recipe(name)
-    modules = (unlearn, ablate) if name == "cv" else (unlearn,)
-    key = cache_key(source=Path(full_path).name, recipe=recipe, code=source_digest(*modules))
-    out = Path(folder) / "models" / f"{name}-{key}"
-    if not (out / "model.safetensors").exists():
-        # the name selects the tiny model's unlearning presets
-        model = load_model(full_path, name="tiny-synthetic")
-        target = SyntheticWorld(WorldConfig(seed=seed)).target()
-        partial = out.with_name(out.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        if name == "cv":
-            settings = ablate.AblateSettings(n_vectors=CV_VECTORS, max_new_tokens=MAX_NEW_TOKENS)
-            ablate.run(model, target, settings, out=partial)
-        else:
-            settings = UnlearningSettings(**recipe, max_new_tokens=MAX_NEW_TOKENS)
-            unlearn.run(model, target, settings, out=partial)
-        partial.rename(out)
+    # the name selects the model's unlearning presets
+    model = load_model(full[0], name=WORLDS[world].model)
+    target = world_target(world, seed)
+    if name == "cv":
+        settings = ablate.AblateSettings(n_vectors=CV_VECTORS, **generation(world))
+        key = cache_key(model=model.content_hash, settings=settings.record(),
+                        code=source_digest(ablate))  # fmt: skip
+        out = build_once(
+            Path(folder) / "models" / f"cv-{key}",
+            "model.safetensors",
+            lambda path: ablate.run(model, target, settings, out=path, overwrite=True),
+        )
+    else:
+        method, strength = name.split("_")
+        overrides = {"stop_fraction": STRENGTHS[strength]}
+        settings = UnlearningSettings(method=method, overrides=overrides, **generation(world))
+        out = cached_run(model, target, settings)
     return str(out), time.perf_counter() - started
 
 
-def _recipe(name: str) -> dict[str, Any]:
-    if name == "cv":
-        return {"ablate": "zero", "n_vectors": CV_VECTORS}
-    method, strength = name.split("_")
-    return {"method": method, "overrides": {"stop_fraction": STRENGTHS[strength]}}
-
-
 def oracle(
-    seed: int, name: str, full: Built, built: Built, gold: Built, folder: str
+    world: str, seed: int, name: str, full: Built, built: Built, gold: Built, folder: str
 ) -> dict[str, Any]:
     """The ground truth of one model: held-out forget accuracy after relearning with the
     `ORACLE` budget, against the gold model's after the same (cached by content hashes)."""
     from remnant.attacks import relearn
     from remnant.models import load_model
-    from remnant.targets.synthetic import SyntheticWorld, WorldConfig
 
-    _one_thread()
+    _threads()
     started = time.perf_counter()
     original, control = load_model(full[0]), load_model(gold[0])
     model = original if built[0] == full[0] else load_model(built[0])
-    settings = relearn.RelearnSettings(**ORACLE)
+    budget = ORACLE | generation(world)
+    settings = relearn.RelearnSettings(**budget)
     hashes = [m.content_hash for m in (original, model, control)]
-    path = Path(folder) / "oracle" / f"{name}-{cache_key(models=hashes, settings=ORACLE)}.json"
+    path = Path(folder) / "oracle" / f"{name}-{cache_key(models=hashes, settings=budget)}.json"
     if path.exists():
         return json.loads(path.read_text())
-    target = SyntheticWorld(WorldConfig(seed=seed)).target()
+    target = world_target(world, seed)
     result = relearn.run(original, model, target, settings, gold=control)
     curve = result.curves[0]
     record = {
@@ -185,7 +234,13 @@ def oracle(
 
 
 def run_audit(
-    seed: int, with_gold: bool, folder: str, names: list[str], *built: Built, after: Any = None
+    world: str,
+    seed: int,
+    with_gold: bool,
+    folder: str,
+    names: list[str],
+    *built: Built,
+    after: Any = None,
 ) -> Built:
     """``remnant audit --quick`` of the models ``names`` (built after ``full`` and ``gold``)
     against ``full``, with or without ``gold`` as the control: the audit folder, seconds.
@@ -193,9 +248,8 @@ def run_audit(
     from remnant.audit import audit
     from remnant.audit.stages import STAGES
     from remnant.models import load_model
-    from remnant.targets.synthetic import SyntheticWorld, WorldConfig
 
-    _one_thread()
+    _threads()
     started = time.perf_counter()
     full_path, gold_path, *model_paths = (b[0] for b in built)
     full, gold = load_model(full_path), load_model(gold_path)
@@ -210,53 +264,59 @@ def run_audit(
             section = STAGES[json.loads(record.read_text())["stage"]].section
             if section != "attacks" and not (out / "stages" / record.name).exists():
                 shutil.copy(record, out / "stages" / record.name)
-    target = SyntheticWorld(WorldConfig(seed=seed)).target()
-    audit(full, models, target, out, gold=gold if with_gold else None, config=audit_config())
+    target = world_target(world, seed)
+    config = audit_config(world)
+    audit(full, models, target, out, gold=gold if with_gold else None, config=config)
     return str(out), time.perf_counter() - started
 
 
-def audit_config() -> Any:
-    """The quick config with ``max_new_tokens`` set to `MAX_NEW_TOKENS` in every stage."""
+def audit_config(world: str) -> Any:
+    """The quick config, with the world's ``max_new_tokens`` in every stage that generates."""
     from remnant.audit import load_config
     from remnant.audit.stages import STAGES
 
-    quick = load_config("quick")
+    quick, cap = load_config("quick"), WORLDS[world].max_new_tokens
+    if cap is None:
+        return quick
     settings = {stage: dict(quick.settings.get(stage, {})) for stage in quick.stages}
     for stage, values in settings.items():
         if "max_new_tokens" in {f.name for f in dataclasses.fields(STAGES[stage].settings)}:
-            values["max_new_tokens"] = MAX_NEW_TOKENS
-    return quick.model_copy(update={"name": "quick (max_new_tokens 8)", "settings": settings})
+            values["max_new_tokens"] = cap
+    return quick.model_copy(update={"name": f"quick (max_new_tokens {cap})", "settings": settings})
 
 
 # ---------------------------------------------------------------------------- the sweep
 
 
-def sweep(seeds: list[int], out: Path, ray: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def sweep(
+    world: str, seeds: list[int], out: Path, ray: Any, train_cpus: int = TRAIN_CPUS
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every seed's models, oracles and audits as Ray tasks; the rows of the analysis and the
     wall time of each kind of task."""
     remote = {
-        f.__name__: ray.remote(num_cpus=1, max_retries=0)(f)
-        for f in (train_tiny, make_variant, oracle, run_audit)
+        f.__name__: ray.remote(num_cpus=train_cpus if f is train_base else 1, max_retries=0)(f)
+        for f in (train_base, make_variant, oracle, run_audit)
     }
     variants = [f"{m}_{s}" for m in METHODS for s in STRENGTHS] + ["cv"]
     pending: dict[Any, tuple[str, int, str]] = {}
     plan: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         folder = str(out / f"seed-{seed}")
-        full = remote["train_tiny"].remote(seed, False, 0)
-        gold = remote["train_tiny"].remote(seed, True, 0)
-        gold_b = remote["train_tiny"].remote(seed, True, 1)
+        full = remote["train_base"].remote(world, seed, False, 0, train_cpus)
+        gold = remote["train_base"].remote(world, seed, True, 0, train_cpus)
+        gold_b = remote["train_base"].remote(world, seed, True, 1, train_cpus)
         built = {"full": full, "gold": gold, "gold_b": gold_b}
-        built |= {v: remote["make_variant"].remote(seed, v, full, folder) for v in variants}
+        built |= {v: remote["make_variant"].remote(world, seed, v, full, folder) for v in variants}
         audited = ["full", *variants, "gold_b"]
         oracles = {
-            name: remote["oracle"].remote(seed, name, full, built[name], gold, folder)
+            name: remote["oracle"].remote(world, seed, name, full, built[name], gold, folder)
             for name in audited
         }
         models = [built[n] for n in audited]
-        with_gold = remote["run_audit"].remote(seed, True, folder, audited, full, gold, *models)
-        without = remote["run_audit"].remote(
-            seed, False, folder, audited, full, gold, *models, after=with_gold
+        audit_task = remote["run_audit"].remote
+        with_gold = audit_task(world, seed, True, folder, audited, full, gold, *models)
+        without = audit_task(
+            world, seed, False, folder, audited, full, gold, *models, after=with_gold
         )
         plan[seed] = {"oracles": oracles, "audits": {True: with_gold, False: without}}
         for name, ref in built.items():
@@ -389,9 +449,11 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def report(rows: list[dict[str, Any]], timing: dict[str, Any] | None, command: str) -> str:
-    """The Markdown of ``bench/results/validity.md`` (``timing`` None: a report of a sweep
-    folder, no wall times)."""
+def report(
+    world: str, rows: list[dict[str, Any]], timing: dict[str, Any] | None, command: str
+) -> str:
+    """The Markdown of the results file (``timing`` None: a report of a sweep folder, no wall
+    times)."""
     seeds = sorted({r["seed"] for r in rows})
     wall = (
         "Wall time: not measured (a report of the sweep folder's finished audits)"
@@ -400,7 +462,7 @@ def report(rows: list[dict[str, Any]], timing: dict[str, Any] | None, command: s
         f"{timing['task_seconds']}"
     )
     lines = [
-        "# Validity of the audit on the tiny synthetic world",
+        f"# Validity of the audit on {WORLDS[world].description}",
         "",
         f"Command: `{command}`  ",
         f"Date: {datetime.date.today().isoformat()}  ",
@@ -478,7 +540,10 @@ def _num(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="world seeds, comma-separated")
+    parser.add_argument("--world", choices=sorted(WORLDS), default="tiny", help="kind of world")
+    parser.add_argument(
+        "--seeds", default=None, help="world seeds, comma-separated (default: tiny 0-4, smollm2 0)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="local Ray workers (CPUs)")
     parser.add_argument("--address", default=None, help="a Ray cluster's address")
     parser.add_argument("--out", type=Path, default=None, help="sweep folder")
@@ -488,33 +553,38 @@ def main() -> None:
         help="run nothing: report the audits the sweep folder holds, judged by the current rules",
     )
     args = parser.parse_args()
-    out = args.out or remnant_home() / "validity" / "tiny"
+    world = args.world
+    out = args.out or remnant_home() / "validity" / world
     command = ("python bench/validity.py " + " ".join(sys.argv[1:])).strip()
     if args.report_only:
         rows = finished_rows(out)
-        _write(report(rows, None, command), rows)
+        _write(world, report(world, rows, None, command), rows)
         return
     try:
         import ray
     except ImportError:
         sys.exit("bench/validity.py needs Ray: pip install -r requirements-sweep.lock "
                  "(make validity does it)")  # fmt: skip
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in (args.seeds or WORLDS[world].seeds).split(",")]
     out.mkdir(parents=True, exist_ok=True)
     env = {"env_vars": {"REMNANT_HOME": str(remnant_home())}}
     if args.address:
         ray.init(address=args.address, runtime_env=env)
     else:
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
                  runtime_env=env)  # fmt: skip
-    rows, timing = sweep(seeds, out, ray)
-    _write(report(rows, timing, command), rows)
+    train_cpus = TRAIN_CPUS if args.address else min(TRAIN_CPUS, args.workers)
+    rows, timing = sweep(world, seeds, out, ray, train_cpus)
+    _write(world, report(world, rows, timing, command), rows)
 
 
-def _write(text: str, rows: list[dict[str, Any]]) -> None:
+def _write(world: str, text: str, rows: list[dict[str, Any]]) -> None:
+    """``bench/results/validity.{md,json}`` (the tiny world) or ``validity-{world}.*``."""
+    stem = "validity" if world == "tiny" else f"validity-{world}"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "validity.md").write_text(text)
-    (RESULTS / "validity.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    (RESULTS / f"{stem}.md").write_text(text)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
     print(text)
 
 

@@ -44,14 +44,7 @@ from remnant.reports.figures.concept_vectors import comparison, located_by_layer
 FAST = {"batch_size": 64, "max_new_tokens": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny model's matmuls are too small for threads: on a shared CPU one thread is ~4x
-    faster (validation: 1.5 s against 6.7 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

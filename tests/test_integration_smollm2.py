@@ -85,16 +85,6 @@ def test_answerless_conceptvectors_target_scores_its_own_model_perfectly(smol, t
         assert result.splits[split]["accuracy"] == 1.0, result.splits[split]["items"]
 
 
-@pytest.fixture
-def one_thread():
-    """On a shared CPU two threads can be far slower than one (the world-model test: under 30 s on
-    one thread, over 5 minutes on two while other jobs ran)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_world_model_builds_and_its_gold_data_leaves_out_the_forget_people(
     smol, tmp_path, one_thread
 ):

@@ -34,15 +34,7 @@ from remnant.unlearning import (
 from remnant.unlearning.data import build_examples, collate, split_retain
 from remnant.unlearning.train import make_objective
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to gain from a second thread, and on a shared CPU
-    two threads are several times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unlearn(model, target, method, out, stop_rule=True, **overrides) -> UnlearningResult:

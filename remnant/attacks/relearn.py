@@ -28,10 +28,8 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import torch
 
 from remnant.attacks.protocol import (
     AttackSettings,
@@ -49,15 +47,13 @@ from remnant.attacks.protocol import (
 from remnant.errors import TargetError
 from remnant.models.loading import load_copy
 from remnant.models.model import Model
-from remnant.progress import progress_bar
 from remnant.results import Result
-from remnant.scoring import Style, accuracy_summary, resolve_style, rounded
+from remnant.scoring import Style, accuracy_summary, resolve_style
 from remnant.settings import InstanceOf, Interval, require
 from remnant.targets.model import QAItem, Target
-from remnant.unlearning import losses
 from remnant.unlearning.config import TrainingConfig
-from remnant.unlearning.data import Example, batches, passage_examples, qa_examples
-from remnant.unlearning.train import trainable
+from remnant.unlearning.data import Example, passage_examples, qa_examples
+from remnant.unlearning.train import fine_tune
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +127,20 @@ class RelearnSettings(AttackSettings):
         require(
             bool(self.rtt_lrs) and all(float(lr) > 0 for lr in self.rtt_lrs),
             f"RelearnSettings.rtt_lrs must be positive learning rates, not {self.rtt_lrs!r}",
+        )
+
+    def training(self, lr: float, steps: int) -> TrainingConfig:
+        """The fine-tuning of one relearning run: ``steps`` steps at learning rate ``lr`` with
+        these settings' batch size, seed, weights and LoRA adapters, no stop rule."""
+        return TrainingConfig(
+            lr=lr,
+            steps=steps,
+            batch_size=self.train_batch_size,
+            stop_fraction=None,
+            seed=self.seed,
+            modules=self.modules,
+            lora_rank=self.lora_rank,
+            lora_alpha=self.lora_alpha,
         )
 
 
@@ -290,59 +300,10 @@ def _curve(
             points[step] = score_plain(model, items, style, settings)
 
     loss = fine_tune(
-        model, examples, settings, lr=settings.lr, steps=settings.steps, after_step=score,
+        model, examples, settings.training(settings.lr, settings.steps), after_step=score,
         desc=desc, progress=progress,
     )  # fmt: skip
     return {"points": points, "loss": loss}
-
-
-def fine_tune(
-    model: Model,
-    examples: Sequence[Example],
-    settings: RelearnSettings,
-    *,
-    lr: float,
-    steps: int,
-    after_step: Callable[[int], None] | None = None,
-    desc: str = "relearning",
-    progress: bool = False,
-) -> list[float]:
-    """``steps`` AdamW steps of the language-model loss on ``examples`` (batches drawn with the
-    settings' seed) on ``model`` in place, through LoRA adapters merged in at the end unless
-    ``settings.lora_rank`` is 0; calls ``after_step(step)`` after each. Returns the loss per step
-    (mean negative log-likelihood per scored token)."""
-    config = TrainingConfig(
-        lr=lr,
-        steps=steps,
-        batch_size=settings.train_batch_size,
-        stop_fraction=None,
-        seed=settings.seed,
-        modules=settings.modules,
-        lora_rank=settings.lora_rank,
-        lora_alpha=settings.lora_alpha,
-    )
-    torch.manual_seed(settings.seed)  # LoRA initialisation
-    generator = torch.Generator().manual_seed(settings.seed)
-    stream = batches(
-        examples, config.batch_size, model.tokenizer.pad_token_id, model.device, generator
-    )
-    curve: list[float] = []
-    bar = progress_bar(total=steps, desc=desc, unit="step", enabled=progress)
-    with bar, trainable(model, config, layers=None) as params:
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        for step in range(1, steps + 1):
-            batch = next(stream)
-            loss = losses.nll(losses.token_logprobs(model, batch), batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            curve.append(rounded(loss.item()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if after_step is not None:
-                after_step(step)
-    model.weights_changed()
-    return curve
 
 
 def _folds(target: Target, settings: RelearnSettings) -> list[list[QAItem]]:
@@ -389,8 +350,7 @@ def _retrain_on_t(
         for k in range(settings.rtt_rounds):
             reset_weights(copy, source)
             fine_tune(
-                copy, training[k], settings, lr=lr,
-                steps=settings.rtt_steps or settings.steps,
+                copy, training[k], settings.training(lr, settings.rtt_steps or settings.steps),
                 desc=f"{role}: RTT lr={lr:g} fold {k + 1}/{settings.rtt_rounds}",
                 progress=progress,
             )  # fmt: skip

@@ -2,7 +2,7 @@
 HTML report (`audit`); the demo on an embedded model (`demo`); configs (`load_config`)."""
 
 from remnant.audit.config import AuditConfig, ConfigError, load_config
-from remnant.audit.demo import demo, reference_checkpoint
+from remnant.audit.demo import demo
 from remnant.audit.run import RESULTS_FILE, audit, load_results, render_report
 from remnant.audit.stages import STAGES
 from remnant.audit.verdict import RULES, verdicts
@@ -17,7 +17,6 @@ __all__ = [
     "demo",
     "load_config",
     "load_results",
-    "reference_checkpoint",
     "render_report",
     "verdicts",
 ]

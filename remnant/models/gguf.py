@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from remnant.errors import ModelLoadError
-from remnant.models.cache import cache_key, file_sha256, models_dir, source_digest
+from remnant.models.cache import build_once, cache_key, file_sha256, models_dir, source_digest
 from remnant.models.checkpoint import save_checkpoint
 from remnant.models.toolchain import installed_versions
 
@@ -63,7 +63,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path, sha256: str | None = None) -> P
 def cached_gguf(gguf_path: Path) -> Path:
     """The cached Hugging Face folder for a GGUF file, converting it if needed."""
     sha256 = file_sha256(gguf_path)
-    out_dir = conversion_dir(f"gguf-{sha256[:16]}", sha256)
-    if not (out_dir / "model.safetensors").exists():
-        convert_gguf(gguf_path, out_dir, sha256)
-    return out_dir
+    return build_once(
+        conversion_dir(f"gguf-{sha256[:16]}", sha256),
+        "model.safetensors",
+        lambda out_dir: convert_gguf(gguf_path, out_dir, sha256),
+    )

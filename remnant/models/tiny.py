@@ -19,7 +19,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from remnant.models.cache import cache_key, models_dir, source_digest
+from remnant.models.cache import build_once, cache_key, models_dir, source_digest
 from remnant.models.checkpoint import save_checkpoint
 from remnant.models.toolchain import installed_versions
 from remnant.targets.synthetic import ATTRIBUTES, SyntheticWorld, WorldConfig
@@ -89,10 +89,9 @@ def tiny_model_path(config: TinyConfig = TinyConfig()) -> Path:
 
 def tiny_model_dir(config: TinyConfig = TinyConfig()) -> Path:
     """The cached folder of this configuration, training the model first if needed."""
-    out_dir = tiny_model_path(config)
-    if not (out_dir / "model.safetensors").exists():
-        train_tiny_model(config, out_dir)
-    return out_dir
+    return build_once(
+        tiny_model_path(config), "model.safetensors", lambda out: train_tiny_model(config, out)
+    )
 
 
 def build_tokenizer(world: SyntheticWorld, vocab_size: int) -> PreTrainedTokenizerFast:

@@ -5,7 +5,7 @@ Deterministic from its configuration (seeded), cached like the tiny models under
 configuration, of the code that builds the training data and fine-tunes, of the library versions
 and of the base model (the GGUF file's sha256 and the code that dequantised it).
 
-This module trains through `remnant.attacks.relearn.fine_tune`, above the models layer:
+This module trains through `remnant.unlearning.train.fine_tune`, above the models layer:
 `remnant.models.embedded` imports it only when an embedded world model is asked for.
 """
 
@@ -18,8 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from remnant.attacks.relearn import RelearnSettings, fine_tune
-from remnant.models.cache import cache_key, models_dir, source_digest
+from remnant.models.cache import build_once, cache_key, models_dir, source_digest
 from remnant.models.checkpoint import save_checkpoint
 from remnant.models.embedded import SMOLLM2_NAME, SMOLLM2_SHA256
 from remnant.models.gguf import conversion_provenance
@@ -33,7 +32,7 @@ from remnant.targets.synthetic import BIOGRAPHY_QUESTIONS, SyntheticWorld, World
 from remnant.unlearning import losses
 from remnant.unlearning.config import TrainingConfig
 from remnant.unlearning.data import Example, passage_examples, qa_examples
-from remnant.unlearning.train import trainable
+from remnant.unlearning.train import fine_tune
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,6 @@ def provenance() -> dict[str, object]:
         train_world_model,
         SyntheticWorld,
         fine_tune,
-        trainable,
         qa_examples,
         losses.nll,
         format_prompt,
@@ -101,10 +99,9 @@ def world_model_path(config: WorldModelConfig = WorldModelConfig()) -> Path:
 
 def world_model_dir(config: WorldModelConfig = WorldModelConfig()) -> Path:
     """The cached folder of this configuration, fine-tuning the model first if needed."""
-    out_dir = world_model_path(config)
-    if not (out_dir / "model.safetensors").exists():
-        train_world_model(config, out_dir)
-    return out_dir
+    return build_once(
+        world_model_path(config), "model.safetensors", lambda out: train_world_model(config, out)
+    )
 
 
 def world_data(
@@ -164,20 +161,21 @@ def train_world_model(config: WorldModelConfig, out_dir: Path) -> dict[str, obje
     exclude = world.forget_entities if config.gold else ()
     model = load_model(SMOLLM2_NAME)
     examples = training_examples(model, world, exclude)
-    budget = TrainingConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size)
-    steps = budget.max_steps(len(examples))
-    settings = RelearnSettings(
-        train_batch_size=config.batch_size,
-        lora_rank=0,
-        # fine_tune picks weights by name fragment: "layers.{i}." is decoder layer i's
-        modules=tuple(f"layers.{i}." for i in range(config.first_layer, model.n_layers)),
+    training = TrainingConfig(
+        lr=config.lr,
+        epochs=config.epochs,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        stop_fraction=None,
         seed=config.seed,
+        layers=tuple(range(config.first_layer, model.n_layers)),
     )
+    steps = training.max_steps(len(examples))
     log.info(
         "fine-tuning %s on the synthetic world%s: %d steps on %d examples (once)",
         SMOLLM2_NAME, " without the forget set" if config.gold else "", steps, len(examples),
     )  # fmt: skip
-    curve = fine_tune(model, examples, settings, lr=config.lr, steps=steps, desc="world model")
+    curve = fine_tune(model, examples, training, desc="world model")
     seconds = time.perf_counter() - started
     target = world.target()
     scoring = ScoringSettings(max_new_tokens=16)

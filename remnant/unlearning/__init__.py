@@ -3,7 +3,7 @@
 GA (gradient ascent), GradDiff (gradient difference), NPO (Zhang et al., 2024), RMU (Li et al.,
 2024) and, for the tiny synthetic model only, ``retrain`` (the gold model: exact unlearning).
 `unlearn.run` trains a copy of a model and writes it as a new checkpoint with its
-`UnlearningResult`.
+`UnlearningResult`; `cached_run` does it once per model, target, settings and code.
 """
 
 from remnant.unlearning.config import (
@@ -16,7 +16,12 @@ from remnant.unlearning.config import (
     TrainingConfig,
     default_config,
 )
-from remnant.unlearning.unlearn import REPORT_FILE, UnlearningResult, UnlearningSettings
+from remnant.unlearning.unlearn import (
+    REPORT_FILE,
+    UnlearningResult,
+    UnlearningSettings,
+    cached_run,
+)
 
 __all__ = [
     "METHODS",
@@ -29,5 +34,6 @@ __all__ = [
     "TrainingConfig",
     "UnlearningResult",
     "UnlearningSettings",
+    "cached_run",
     "default_config",
 ]

@@ -19,6 +19,7 @@ from torch import nn
 from remnant.errors import UnlearningError
 from remnant.models.model import LAYER_NAME, Model
 from remnant.progress import progress_bar
+from remnant.scoring.statistics import rounded
 from remnant.unlearning import losses
 from remnant.unlearning.config import (
     GAConfig,
@@ -88,6 +89,45 @@ def trainable(
         for p, flag in flags.items():
             p.grad = None
             p.requires_grad_(flag)
+
+
+def fine_tune(
+    model: Model,
+    examples: Sequence[Example],
+    config: TrainingConfig,
+    *,
+    after_step: Callable[[int], None] | None = None,
+    desc: str = "fine-tuning",
+    progress: bool = False,
+) -> list[float]:
+    """``config.max_steps`` AdamW steps (no weight decay) of the language-model loss on
+    ``examples`` (batches drawn with ``config.seed``) on ``model`` in place, training what
+    ``config.layers`` and ``config.modules`` select, through LoRA adapters merged in at the end
+    unless ``config.lora_rank`` is 0; no stop rule. Calls ``after_step(step)`` after each step.
+    Returns the loss per step (mean negative log-likelihood per scored token)."""
+    steps = config.max_steps(len(examples))
+    torch.manual_seed(config.seed)  # LoRA initialisation
+    generator = torch.Generator().manual_seed(config.seed)
+    stream = batches(
+        examples, config.batch_size, model.tokenizer.pad_token_id, model.device, generator
+    )
+    curve: list[float] = []
+    bar = progress_bar(total=steps, desc=desc, unit="step", enabled=progress)
+    with bar, trainable(model, config, config.layers) as params:
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        for step in range(1, steps + 1):
+            batch = next(stream)
+            loss = losses.nll(losses.token_logprobs(model, batch), batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            curve.append(rounded(loss.item()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if after_step is not None:
+                after_step(step)
+    model.weights_changed()
+    return curve
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 from remnant.errors import RetrainUnavailableError, SettingsError, UnlearningError
 from remnant.io import check_output_free
 from remnant.models import Model, load_copy, load_model
+from remnant.models.cache import build_once, cache_key, remnant_home, source_digest
 from remnant.models.tiny import TinyConfig
 from remnant.results import Result
 from remnant.scoring import ScoringSettings, accuracy_change, resolve_style, score_qa, split_scores
@@ -236,6 +238,28 @@ def run(
     log.info("%s: forget accuracy %s -> %s, retain %s -> %s", method, *_pairs(before, after))
     trainee.save(Path(out), extra_files={REPORT_FILE: result.to_dict()}, overwrite=overwrite)
     return result
+
+
+def cached_run(
+    model: Model, target: Target, settings: UnlearningSettings, *, progress: bool = False
+) -> Path:
+    """The checkpoint of `run` on ``model``, ``target`` and ``settings``, made once and kept
+    under ``$REMNANT_HOME/checkpoints`` in a folder keyed by the model's content hash, the target,
+    the settings and the unlearning code (concurrent callers build it once)."""
+    from remnant.unlearning import config, data, losses, train
+
+    key = cache_key(
+        model=model.content_hash,
+        target=target.model_dump(mode="json"),
+        settings=settings.record(),
+        code=source_digest(sys.modules[__name__], train, losses, data, config),
+    )
+    folder = f"{model.name}-{target.name}-{settings.method}-{key}"
+    return build_once(
+        remnant_home() / "checkpoints" / folder,
+        REPORT_FILE,
+        lambda out: run(model, target, settings, out=out, overwrite=True, progress=progress),
+    )
 
 
 def _parse_list(name: str, value: Any) -> Any:
