@@ -32,12 +32,14 @@ reasoning attack). The stages that do not read the gold model are the same in bo
 seed; the second audit starts from the first one's records of them (the audit keeps a record whose
 key matches: same models, target, settings and seed).
 
-**Sweep.** Every training run, oracle and audit is a Ray task with one CPU and one torch thread (a
-base model's training: `TRAIN_CPUS`) on ``--workers`` local CPUs, or on a cluster with
-``--address``, where ``$REMNANT_HOME`` and ``--out`` must be on a shared filesystem. Local workers
-run at normal priority: Ray's default niceness of 15 let any other job on the machine stall a task
-twentyfold. Models are cached by key, oracle results by the content hashes and settings, audits by
-their stage records: a re-run resumes where it stopped.
+**Sweep.** Every training run, oracle and audit is a Ray task with one CPU and one torch thread on
+``--workers`` local CPUs, or on a cluster with ``--address``, where ``$REMNANT_HOME`` and ``--out``
+must be on a shared filesystem. Local workers run at normal priority: Ray's default niceness of 15
+let any other job on the machine stall a task twentyfold. Models are cached by key, oracle results
+by the content hashes and settings, audits by their stage records: a re-run resumes where it
+stopped. Base models train on one CPU too: two tiny models side by side on one thread each took 291
+s, one alone on two threads 149 s (the same throughput), and a task asking for 2 CPUs left one idle
+while it waited for an audit to free the other.
 
 **Output.** The confusion table (ground truth × verdict) with and without gold, the goals, and
 per signal (`remnant.audit.signals`) its AUROC for separating models that hold the facts from
@@ -90,11 +92,6 @@ ORACLE = {
     "seed": 1,
 }
 CV_VECTORS = 10
-#: CPUs (and torch threads) of a base model's training task; every other task has one. A tiny
-#: model trained in 149 s on two threads alone here, against 291 s on one thread beside another
-#: training: the same throughput, but each model is ready twice as soon for the tasks that
-#: depend on it.
-TRAIN_CPUS = 2
 N_BOOTSTRAP = 2000
 VERDICTS = ("not unlearned", "suppressed", "removed", "undetermined")
 #: What a model-building task returns: the folder and the seconds it took.
@@ -148,19 +145,19 @@ def generation(world: str) -> dict[str, int]:
 # ---------------------------------------------------------------------------- the Ray tasks
 
 
-def _threads(n: int = 1) -> None:
+def _one_thread() -> None:
     import torch
 
-    torch.set_num_threads(n)
+    torch.set_num_threads(1)
 
 
-def train_base(world: str, seed: int, gold: bool, training_seed: int, threads: int) -> Built:
+def train_base(world: str, seed: int, gold: bool, training_seed: int) -> Built:
     """The base model of ``world`` at world seed ``seed`` (the tiny model, or SmolLM2 fine-tuned
     on the world), or its gold twin, cached by its configuration's key: path, seconds."""
     from remnant.models.tiny import TinyConfig, tiny_model_dir
     from remnant.models.world import WorldModelConfig, world_model_dir
 
-    _threads(threads)
+    _one_thread()
     started = time.perf_counter()
     kind, build = (
         (TinyConfig, tiny_model_dir) if world == "tiny" else (WorldModelConfig, world_model_dir)
@@ -177,7 +174,7 @@ def make_variant(world: str, seed: int, name: str, full: Built, folder: str) -> 
     from remnant.models.cache import build_once
     from remnant.unlearning import UnlearningSettings, cached_run
 
-    _threads()
+    _one_thread()
     started = time.perf_counter()
     # the name selects the model's unlearning presets
     model = load_model(full[0], name=WORLDS[world].model)
@@ -207,7 +204,7 @@ def oracle(
     from remnant.attacks import relearn
     from remnant.models import load_model
 
-    _threads()
+    _one_thread()
     started = time.perf_counter()
     original, control = load_model(full[0]), load_model(gold[0])
     model = original if built[0] == full[0] else load_model(built[0])
@@ -249,7 +246,7 @@ def run_audit(
     from remnant.audit.stages import STAGES
     from remnant.models import load_model
 
-    _threads()
+    _one_thread()
     started = time.perf_counter()
     full_path, gold_path, *model_paths = (b[0] for b in built)
     full, gold = load_model(full_path), load_model(gold_path)
@@ -289,12 +286,12 @@ def audit_config(world: str) -> Any:
 
 
 def sweep(
-    world: str, seeds: list[int], out: Path, ray: Any, train_cpus: int = TRAIN_CPUS
+    world: str, seeds: list[int], out: Path, ray: Any
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every seed's models, oracles and audits as Ray tasks; the rows of the analysis and the
     wall time of each kind of task."""
     remote = {
-        f.__name__: ray.remote(num_cpus=train_cpus if f is train_base else 1, max_retries=0)(f)
+        f.__name__: ray.remote(num_cpus=1, max_retries=0)(f)
         for f in (train_base, make_variant, oracle, run_audit)
     }
     variants = [f"{m}_{s}" for m in METHODS for s in STRENGTHS] + ["cv"]
@@ -302,9 +299,9 @@ def sweep(
     plan: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         folder = str(out / f"seed-{seed}")
-        full = remote["train_base"].remote(world, seed, False, 0, train_cpus)
-        gold = remote["train_base"].remote(world, seed, True, 0, train_cpus)
-        gold_b = remote["train_base"].remote(world, seed, True, 1, train_cpus)
+        full = remote["train_base"].remote(world, seed, False, 0)
+        gold = remote["train_base"].remote(world, seed, True, 0)
+        gold_b = remote["train_base"].remote(world, seed, True, 1)
         built = {"full": full, "gold": gold, "gold_b": gold_b}
         built |= {v: remote["make_variant"].remote(world, seed, v, full, folder) for v in variants}
         audited = ["full", *variants, "gold_b"]
@@ -574,8 +571,7 @@ def main() -> None:
         os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
                  runtime_env=env)  # fmt: skip
-    train_cpus = TRAIN_CPUS if args.address else min(TRAIN_CPUS, args.workers)
-    rows, timing = sweep(world, seeds, out, ray, train_cpus)
+    rows, timing = sweep(world, seeds, out, ray)
     _write(world, report(world, rows, timing, command), rows)
 
 

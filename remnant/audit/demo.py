@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,6 @@ from typing import Any
 from remnant.audit.run import audit
 from remnant.models import load_model
 from remnant.unlearning import UnlearningSettings, cached_run
-
-log = logging.getLogger(__name__)
 
 #: The gold twin of an embedded model, where one exists.
 GOLD = {"tiny-synthetic": "tiny-synthetic-gold"}
