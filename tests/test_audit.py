@@ -58,6 +58,45 @@ def test_signals_are_read_from_the_stages_that_ran(tiny_audit):
     assert read["ga"]["logit lens"] > read["gold"]["logit lens"]
 
 
+def _lens_result(inner, output, control):
+    """A lens Result over 12 items, three layers (the last is the output): the audited model's
+    answer ranks ``inner`` at layer 1 and ``output`` at the output, its control answers
+    ``control`` at layer 1 (each varied a little over items)."""
+    from remnant.probes.lens import LensResult
+
+    def item(k):
+        return {
+            "question": f"q{k}", "answer": f"a{k}", "context": "", "answer_token": f"a{k}",
+            "control_tokens": ["b"], "original_rank": [60, 1, 1], "original_prob": [0, 1, 1],
+            "original_control_rank": [60, 30, 30], "unlearned_rank": [60, inner + k % 3, output],
+            "unlearned_prob": [0, 0, 0], "unlearned_control_rank": [60, control + k % 2, 900],
+        }  # fmt: skip
+
+    curves = {"median_rank": [60, 1, 1], "median_control_rank": [60, 30, 30],
+              "mean_prob": [0, 1, 1], "top1": [0, 1, 1]}  # fmt: skip
+    return LensResult(
+        original={}, unlearned={}, target="t", settings={"n_bootstrap": 500, "seed": 0},
+        layers=["0", "1", "2"], items=[item(k) for k in range(12)],
+        by_layer={"original": curves, "unlearned": curves},
+    )  # fmt: skip
+
+
+def test_the_lens_line_fires_on_a_hidden_answer_not_on_a_hidden_kind_of_answer():
+    from remnant.audit.verdict import _lens_line
+
+    specific = _lens_line(_lens_result(inner=2, output=900, control=40), "lens-m")
+    assert specific["fires"] and specific["margin"] > 0
+    # the output collapsed, but inside the answer ranks like any other answer of its kind:
+    # what a model that never saw the fact computes
+    generic = _lens_line(_lens_result(inner=8, output=900, control=8), "lens-m")
+    assert not generic["fires"] and generic["margin"] < 0
+    # beside a gold model whose inner ranks single the answers out just as much, no line
+    gold = _lens_result(inner=2, output=2, control=40)
+    assert not _lens_line(_lens_result(inner=2, output=900, control=40), "lens-m", gold)["fires"]
+    not_hidden = _lens_line(_lens_result(inner=2, output=2, control=40), "lens-m")
+    assert not not_hidden["fires"]
+
+
 def test_every_evidence_line_names_a_stage_of_the_audit(tiny_audit):
     _, results = tiny_audit
     ids = {stage["id"] for stage in results["stages"]}

@@ -115,15 +115,19 @@ def test_truth_probe_scores_chance_from_the_answer_or_the_question_alone(tiny_ta
     words = examples.continuations if shortcut == "answer" else examples.texts
     vocabulary = sorted(set(words))
     onehot = np.eye(len(vocabulary))[[vocabulary.index(w) for w in words]][:, None, :]
-    scores = linear._cross_validate(examples, onehot, onehot, linear.ProbeSettings(**FAST))
+    settings = linear.ProbeSettings(**FAST)
+    original = linear._fit_all(examples, onehot, settings)
+    scores = linear._cross_validate(examples, original, onehot, settings)
     assert scores["original"]["accuracy"] == [0.5]
 
 
 def test_same_seed_same_numbers(tiny, tiny_gold, tiny_target):
     settings = linear.ProbeSettings(tasks=("concept",), folds=3, inner_folds=2, Cs=(0.1,))
     first = linear.run(tiny, tiny_gold, tiny_target, settings)
+    kept = linear.run(tiny, tiny_gold, tiny_target, settings)  # the original's probes kept
+    linear._ORIGINAL_FITS.clear()
     again = linear.run(tiny, tiny_gold, tiny_target, settings)
-    assert first.to_dict() == again.to_dict()
+    assert first.to_dict() == again.to_dict() == kept.to_dict()
     assert linear.ProbeResult.from_json(first.to_json()) == first
     concept = first.tasks["concept"]
     assert concept["counts_as_knowledge"] is False and concept["chance"] == 0.5
@@ -181,3 +185,30 @@ def test_lens_tracks_each_answer_through_the_layers(tiny, npo_last_block, tiny_t
     assert len(row["original_rank"]) == len(result.layers) and min(row["original_rank"]) >= 1
     assert lens.LensResult.from_json(result.to_json()) == result
     assert isinstance(lens_ranks(result), Figure)
+
+
+def test_lens_control_is_the_other_answers_of_each_items_kind(tiny, tiny_gold, tiny_target):
+    result = lens.run(tiny, tiny_gold, tiny_target)
+    group_of = {item.answer: item.group for item in tiny_target.forget}
+    for item, row in zip(tiny_target.forget, result.items):
+        same_kind = {a.strip() for a, g in group_of.items() if g == item.group} - {item.answer}
+        assert {t.strip() for t in row["control_tokens"]} <= same_kind
+        assert row["control_tokens"] and row["answer_token"] not in row["control_tokens"]
+    layer = lens.best_inner_layer(result.by_layer["original"]["median_rank"])
+
+    def specificity(model):
+        rows = result.items
+        answer = np.log2([r[f"{model}_rank"][layer] for r in rows])
+        return np.mean(answer - np.log2([r[f"{model}_control_rank"][layer] for r in rows]))
+
+    # the original ranks its answers above the other answers of their kind; the gold model,
+    # which never saw the forget people, ranks them no better than a few of those
+    assert specificity("original") < -1.5
+    assert specificity("unlearned") > specificity("original") + 1.0
+    # ranks read in one pass for several tokens are the ranks counted one token at a time
+    resid = np.random.default_rng(0).normal(size=(3, 2, tiny.d_model)).astype(np.float32)
+    ranks, probs = lens.answer_ranks(tiny, resid, [[5, 9], [7], [1, 2]])
+    logits = lens.lens_logits(tiny, torch.from_numpy(resid[1, 0]))
+    assert ranks[1, 0, 0] == (logits > logits[7]).sum() + 1 and np.isnan(ranks[1, 0, 1])
+    assert probs[0, 1, 1] == pytest.approx(float(torch.softmax(lens.lens_logits(
+        tiny, torch.from_numpy(resid[0, 1])), -1)[9]), abs=1e-6)  # fmt: skip

@@ -124,11 +124,15 @@ def _probe(result: Mapping[str, Any]) -> float | None:
 
 
 def _lens(result: Mapping[str, Any]) -> float | None:
-    """Minus the mean log2 rank of the answer at the original's best inner layer."""
+    """Minus the mean over items of the answer's log2 rank minus its control answers' (the
+    other answers of its kind), at the original's best inner layer."""
     layer = best_inner_layer(result["by_layer"]["original"]["median_rank"])
-    if layer is None or not result["items"]:
-        return None
-    return -float(np.mean([math.log2(item["unlearned_rank"][layer]) for item in result["items"]]))
+    gaps = [
+        math.log2(item["unlearned_rank"][layer]) - math.log2(item["unlearned_control_rank"][layer])
+        for item in result["items"]
+        if layer is not None and item["unlearned_control_rank"][layer] is not None
+    ]
+    return -float(np.mean(gaps)) if gaps else None
 
 
 def _membership(result: Mapping[str, Any]) -> float | None:

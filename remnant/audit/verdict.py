@@ -47,9 +47,11 @@ RULES = (
     "control and, when a gold model is given, of the gold model's probe) and not below halfway "
     "from the original's control to the original (upper bound at or above the midpoint of their "
     "accuracies), where the original's probe beats its own control. (c) The logit lens: at the "
-    "original's best inner layer the answer ranks better than at the model's output (mean log2 "
-    "rank inside minus output, paired CI upper bound below 0): the model computes the answer "
-    "and its last layers hide it.",
+    "original's best inner layer the answer ranks better than at the model's output and better "
+    "than the other forget answers of its kind read there (each a mean log2-rank difference, "
+    "paired CI upper bound below 0; the second, when a gold model is given, minus the same "
+    "difference in the gold model): the model computes this answer, not only the kind of "
+    "answer asked for, and its last layers hide it.",
     "removed: forget accuracy is significantly below the original's and no decisive line fires "
     "under the attacks and budgets that ran (the report lists them).",
     "collateral damage (flagged beside the verdict): retain accuracy minus the original's "
@@ -104,7 +106,8 @@ def judge(results: Mapping[str, Any], name: str, gold_name: str | None = None) -
             gold = results.get(f"probes-{gold_name}") if gold_name else None
             evidence.extend(_probe_lines(result, f"{stage}-{name}", gold))
         elif stage == "lens":
-            evidence.append(_lens_line(result, f"{stage}-{name}"))
+            gold = results.get(f"lens-{gold_name}") if gold_name else None
+            evidence.append(_lens_line(result, f"{stage}-{name}", gold))
         elif stage == "diff":
             evidence.append(_diff_line(result, f"{stage}-{name}"))
         elif stage == "compare":
@@ -339,9 +342,11 @@ def _probe_lines(result: Any, stage: str, gold: Any = None) -> list[dict[str, An
     return lines
 
 
-def _lens_line(result: Any, stage: str) -> dict[str, Any] | None:
-    """Decisive: does the answer rank better at the original's best inner layer than at the
-    output, in the audited model (mean log2-rank difference over items, paired CI)."""
+def _lens_line(result: Any, stage: str, gold: Any = None) -> dict[str, Any] | None:
+    """Decisive: at the original's best inner layer, does the answer rank better than at the
+    output, and better than the other answers of its kind (and, when a gold model is given, by
+    more than in the gold model)? Each a mean log2-rank difference over items, with a paired
+    CI; the line reads the weaker of the two."""
     ranks = result.by_layer["original"]["median_rank"]
     layer = best_inner_layer(ranks)
     if layer is None or not result.items:
@@ -355,7 +360,45 @@ def _lens_line(result: Any, stage: str) -> dict[str, Any] | None:
         f"original's best inner layer; the original's is {ranks[layer]:g}) and {mine[-1]:g} at "
         f"the output; mean log2 rank inside minus output {value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
     )
-    return _line("lens", stage, statement, value, ci, ci[1] < 0, True, -ci[1])
+    specific = _lens_specificity(result, layer, gold)
+    if specific is None:
+        statement += "; no other answer of the same kind to compare with"
+        return _line("lens", stage, statement, value, ci, False, True, None)
+    spec_value, spec_ci, against = specific
+    statement += (
+        f"; the answer's log2 rank there minus the other answers' of its kind{against} "
+        f"{spec_value:+.2f} [{spec_ci[0]:+.2f}, {spec_ci[1]:+.2f}]"
+    )
+    margin = min(-ci[1], -spec_ci[1])
+    return _line("lens", stage, statement, value, ci, margin > 0, True, margin)
+
+
+def _lens_specificity(
+    result: Any, layer: int, gold: Any = None
+) -> tuple[float, list[float], str] | None:
+    """Mean over items (with a control) of the answer's log2 rank at ``layer`` minus its
+    control answers' (`remnant.probes.lens`), minus the same in the gold model when given:
+    value, CI, and what it is against (None: no item has a control)."""
+
+    def gaps(items: Sequence[dict[str, Any]]) -> list[float | None]:
+        return [
+            None
+            if item["unlearned_control_rank"][layer] is None
+            else math.log2(item["unlearned_rank"][layer])
+            - math.log2(item["unlearned_control_rank"][layer])
+            for item in items
+        ]
+
+    mine, against = gaps(result.items), ""
+    if gold is not None:
+        theirs = gaps(gold.items)
+        mine = [None if a is None or b is None else a - b for a, b in zip(mine, theirs)]
+        against = ", minus the same in the gold model"
+    kept = [g for g in mine if g is not None]
+    if not kept:
+        return None
+    value, ci = _difference(kept, [0.0] * len(kept), result.settings)
+    return value, ci, against
 
 
 def _diff_line(result: Any, stage: str) -> dict[str, Any] | None:

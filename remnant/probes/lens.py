@@ -8,6 +8,11 @@ low at the output was suppressed near the output rather than removed (nostalgebr
 Patil et al., 2023). Applied to the last block's output, the readout equals the model's real
 next-token logits.
 
+Control: the same readout of the answers of the *other* forget items of the item's ``group``
+(all other forget items when it has none), in the item's own residual stream. An answer that
+ranks no better than other answers of its kind is read as the kind of answer the question asks
+for, not as the fact: a model that never saw the facts ranks them alike.
+
 Where to read: with ``context="generation"`` at the position where the original model states
 the answer in its own greedy output (`remnant.scoring.answer_contexts`); with
 ``context="prompt"`` right after the prompt.
@@ -16,6 +21,7 @@ the answer in its own greedy output (`remnant.scoring.answer_contexts`); with
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +52,7 @@ class LensResult(Result):
     every residual layer of the original and the unlearned model."""
 
     kind = "lens"
+    schema_version = 2
 
     original: dict[str, Any]
     """Identity of the original model (name, source, content hash)."""
@@ -61,10 +68,13 @@ class LensResult(Result):
     items: list[dict[str, Any]]
     """Per forget item: ``question``, ``answer``, ``context`` (the generated text the prompt
     was extended by; empty when read at the end of the prompt), ``answer_token`` (the token
-    read) and, per model, the per-layer ``{model}_rank`` (1 = top) and ``{model}_prob`` (in
-    [0, 1])."""
+    read), ``control_tokens`` (the other answers of its group, each by its first token, this
+    answer's excluded) and, per model, the per-layer ``{model}_rank`` (1 = top), ``{model}_prob``
+    (in [0, 1]) and ``{model}_control_rank`` (the median rank of the control tokens; None
+    without any)."""
     by_layer: dict[str, dict[str, list[float]]]
-    """``by_layer[model]``: per-layer ``median_rank`` over the items, ``mean_prob`` and
+    """``by_layer[model]``: per-layer ``median_rank`` over the items, ``median_control_rank``
+    (the median over items with a control of their ``{model}_control_rank``), ``mean_prob`` and
     ``top1`` (fraction of items whose answer token ranks first)."""
 
     def summary(self) -> dict[str, dict[str, Any]]:
@@ -98,20 +108,42 @@ def lens_logits(model: Model, resid: torch.Tensor) -> torch.Tensor:
 
 
 def answer_ranks(
-    model: Model, resid: np.ndarray, token_ids: Sequence[int]
+    model: Model, resid: np.ndarray, token_ids: Sequence[Sequence[int]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank (1 = top) and probability of ``token_ids[i]`` read from ``resid[i, layer]``.
+    """Rank (1 = top) and probability of each of ``token_ids[i]`` read from ``resid[i, layer]``.
 
-    ``resid`` is (n_items, n_layers, d_model); both outputs are (n_items, n_layers).
+    ``resid`` is (n_items, n_layers, d_model); both outputs are (n_items, n_layers, n_tokens),
+    NaN past the end of an item's shorter token list.
     """
-    targets = torch.tensor(list(token_ids))[:, None]
+    width = max(len(ids) for ids in token_ids)
+    targets = torch.tensor([list(ids) + [0] * (width - len(ids)) for ids in token_ids])
     ranks, probs = [], []
     for layer in range(resid.shape[1]):
         logits = lens_logits(model, torch.from_numpy(resid[:, layer]))
         chosen = logits.gather(-1, targets)
-        ranks.append((logits > chosen).sum(-1) + 1)
-        probs.append(torch.softmax(logits, dim=-1).gather(-1, targets)[:, 0])
-    return torch.stack(ranks, 1).numpy(), torch.stack(probs, 1).double().numpy()
+        ascending = logits.sort(-1).values
+        above = logits.shape[-1] - torch.searchsorted(ascending, chosen, right=True)
+        ranks.append(above + 1)
+        probs.append(torch.softmax(logits, dim=-1).gather(-1, targets))
+    padding = torch.arange(width)[None, :] >= torch.tensor([len(ids) for ids in token_ids])[:, None]
+    out = (torch.stack(values, 1).double().masked_fill(padding[:, None], math.nan).numpy()
+           for values in (ranks, probs))  # fmt: skip
+    return next(out), next(out)
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    """The median of the values that are not None (None: there are none)."""
+    kept = [v for v in values if v is not None]
+    return float(np.median(kept)) if kept else None
+
+
+def control_tokens(answer_ids: Sequence[int], groups: Sequence[str | None]) -> list[list[int]]:
+    """Per item, the distinct first tokens of the other items' answers in its group (all items
+    share one group when none is set), its own answer's token excluded."""
+    return [
+        sorted({t for t, g in zip(answer_ids, groups) if g == group and t != own})
+        for own, group in zip(answer_ids, groups)
+    ]
 
 
 def run(
@@ -138,12 +170,16 @@ def run(
     )
     prompts = [EncodedPrompt(c.ids) for c in contexts]
     answer_ids = [c.answer_id for c in contexts]
+    controls = control_tokens(answer_ids, [item.group for item in target.forget])
     names = hook_names(original, "resid")
     readouts = {}
     for key, model in (("original", original), ("unlearned", unlearned)):
         acts = extract(model, prompts, names, batch_size=settings.batch_size)
         resid = np.stack([acts[n] for n in names], axis=1)
-        readouts[key] = answer_ranks(model, resid, answer_ids)
+        all_ranks, all_probs = answer_ranks(
+            model, resid, [[own, *other] for own, other in zip(answer_ids, controls)]
+        )
+        readouts[key] = (all_ranks[..., 0].astype(int), all_probs[..., 0], all_ranks[..., 1:])
     items = []
     for k, item in enumerate(target.forget):
         row: dict[str, Any] = {
@@ -151,18 +187,26 @@ def run(
             "answer": item.answer,
             "context": contexts[k].extension,
             "answer_token": original.tokenizer.decode([answer_ids[k]]),
+            "control_tokens": [original.tokenizer.decode([t]) for t in controls[k]],
         }
-        for key, (ranks, probs) in readouts.items():
+        for key, (ranks, probs, control) in readouts.items():
             row[f"{key}_rank"] = [int(r) for r in ranks[k]]
             row[f"{key}_prob"] = [rounded(p) for p in probs[k]]
+            row[f"{key}_control_rank"] = [
+                _median([float(r) for r in layer[: len(controls[k])]]) for layer in control[k]
+            ]
         items.append(row)
     by_layer = {
         key: {
             "median_rank": [float(np.median(col)) for col in ranks.T],
+            "median_control_rank": [
+                _median([row[f"{key}_control_rank"][layer] for row in items])
+                for layer in range(len(names))
+            ],
             "mean_prob": [rounded(col.mean()) for col in probs.T],
             "top1": [rounded((col == 1).mean()) for col in ranks.T],
         }
-        for key, (ranks, probs) in readouts.items()
+        for key, (ranks, probs, _) in readouts.items()
     }
     return LensResult(
         original=original.identity(),

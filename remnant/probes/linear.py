@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -44,6 +44,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from remnant.errors import TargetError
+from remnant.models.cache import cache_key
 from remnant.models.compat import check_compatible
 from remnant.models.model import Model
 from remnant.probes.activations import EncodedPrompt, extract, hook_names
@@ -206,19 +207,19 @@ def run(
     target: Target,
     settings: ProbeSettings = ProbeSettings(),
 ) -> ProbeResult:
-    """Fit every probe task at every residual layer of both models; see the module docstring."""
+    """Fit every probe task at every residual layer of both models; see the module docstring.
+    The original's probes are fitted once per process for each task and settings
+    (`_original_fits`): auditing several models against one original refits only theirs."""
     check_compatible(original, unlearned, "transfer probes")
     tasks = _tasks(target, settings)
     styles = [resolve_style(s, settings.prompt_style) for s in (original, unlearned)]
     names = hook_names(original, "resid")
     results = {}
     for examples in tasks:
-        feats = [
-            _features(model, examples, style, names, settings.batch_size)
-            for model, style in zip((original, unlearned), styles)
-        ]
         with threadpool_limits(1):  # many small fits: extra BLAS threads only contend
-            results[examples.name] = _cross_validate(examples, feats[0], feats[1], settings)
+            fitted = _original_fits(original, examples, styles[0], names, settings)
+            feats = _features(unlearned, examples, styles[1], names, settings.batch_size)
+            results[examples.name] = _cross_validate(examples, fitted, feats, settings)
     recorded = settings.record(tasks=[t.name for t in tasks], prompt_style=styles[1])
     return ProbeResult(
         original.identity(), unlearned.identity(), target.name, recorded, names, results
@@ -442,29 +443,89 @@ def _features(
 # ---------------------------------------------------------------- fitting and scoring
 
 
-def _cross_validate(
-    examples: _Examples, original: np.ndarray, unlearned: np.ndarray, settings: ProbeSettings
-) -> dict[str, Any]:
-    """Held-out correctness of every probe at every layer, summarised per model."""
+@dataclasses.dataclass(frozen=True)
+class _Fitted:
+    """One model's probes on one task: ``probes[fold][layer]``, and per layer and example
+    whether the probe (``correct``) and its control (``control``) got it right when held out."""
+
+    probes: list[list[Pipeline]]
+    correct: np.ndarray
+    control: np.ndarray
+
+
+#: The original's fitted probes by key (`_original_fits`), the most recent few.
+_ORIGINAL_FITS: OrderedDict[str, _Fitted] = OrderedDict()
+_KEPT_FITS = 8
+
+
+def _original_fits(
+    original: Model, examples: _Examples, style: str, names: list[str], settings: ProbeSettings
+) -> _Fitted:
+    """The original's probes on ``examples``, fitted once per process and kept by the model's
+    content hash, the examples, the prompt style and the settings."""
+    key = cache_key(
+        model=original.content_hash,
+        style=style,
+        layers=names,
+        examples={
+            f.name: value.tolist() if isinstance(value, np.ndarray) else value
+            for f in dataclasses.fields(examples)
+            for value in [getattr(examples, f.name)]
+        },
+        settings=settings.record(),
+    )
+    if key in _ORIGINAL_FITS:
+        _ORIGINAL_FITS.move_to_end(key)
+        return _ORIGINAL_FITS[key]
+    feats = _features(original, examples, style, names, settings.batch_size)
+    fitted = _fit_all(examples, feats, settings)
+    _ORIGINAL_FITS[key] = fitted
+    while len(_ORIGINAL_FITS) > _KEPT_FITS:
+        _ORIGINAL_FITS.popitem(last=False)
+    return fitted
+
+
+def _fit_all(examples: _Examples, feats: np.ndarray, settings: ProbeSettings) -> _Fitted:
+    """Every fold's probe and control at every layer of one model's features
+    (n_examples, n_layers, d_model)."""
     labels, groups = examples.labels, examples.groups
     control_labels = _permuted(labels, groups, np.random.default_rng(settings.seed))
-    splits = _outer_splits(examples, settings)
-    n_layers = original.shape[1]
-    keys = ("original", "unlearned", "transfer", "original_control", "unlearned_control")
-    correct = {k: np.zeros((n_layers, len(labels)), dtype=bool) for k in keys}
-    for fit, test in splits:
+    n_layers = feats.shape[1]
+    correct, control = (np.zeros((n_layers, len(labels)), dtype=bool) for _ in range(2))
+    probes = []
+    for fit, test in _outer_splits(examples, settings):
         inner = _group_folds(groups[fit], settings.inner_folds, settings.seed)
+        fold = []
         for layer in range(n_layers):
-            for name, feats in (("original", original), ("unlearned", unlearned)):
-                x_fit, x_test = feats[fit, layer], feats[test, layer]
-                probe = _fit(x_fit, labels[fit], inner, settings)
-                correct[name][layer, test] = probe.predict(x_test) == labels[test]
-                if name == "original":
-                    moved = probe.predict(unlearned[test, layer])
-                    correct["transfer"][layer, test] = moved == labels[test]
-                control = _fit_control(x_fit, control_labels[fit], probe[-1].C_, settings)
-                hits = control.predict(x_test) == control_labels[test]
-                correct[f"{name}_control"][layer, test] = hits
+            x_fit, x_test = feats[fit, layer], feats[test, layer]
+            probe = _fit(x_fit, labels[fit], inner, settings)
+            correct[layer, test] = probe.predict(x_test) == labels[test]
+            fitted_control = _fit_control(x_fit, control_labels[fit], probe[-1].C_, settings)
+            control[layer, test] = fitted_control.predict(x_test) == control_labels[test]
+            fold.append(probe)
+        probes.append(fold)
+    return _Fitted(probes, correct, control)
+
+
+def _cross_validate(
+    examples: _Examples, original: _Fitted, unlearned_feats: np.ndarray, settings: ProbeSettings
+) -> dict[str, Any]:
+    """Held-out correctness of every probe at every layer, summarised per model, with the
+    original's probes (``original``) applied to the unlearned model's features (transfer)."""
+    labels, groups = examples.labels, examples.groups
+    splits = _outer_splits(examples, settings)
+    unlearned = _fit_all(examples, unlearned_feats, settings)
+    transfer = np.zeros_like(unlearned.correct)
+    for (_, test), fold in zip(splits, original.probes):
+        for layer, probe in enumerate(fold):
+            transfer[layer, test] = probe.predict(unlearned_feats[test, layer]) == labels[test]
+    correct = {
+        "original": original.correct,
+        "unlearned": unlearned.correct,
+        "transfer": transfer,
+        "original_control": original.control,
+        "unlearned_control": unlearned.control,
+    }
     held = np.concatenate([test for _, test in splits])
     curves = {k: _curve(v[:, held], groups[held], settings) for k, v in correct.items()}
     out: dict[str, Any] = {

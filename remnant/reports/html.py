@@ -152,7 +152,9 @@ STAGES: dict[str, StageInfo] = {
         "Logit lens",
         "inside",
         "Every layer's residual stream read through the final norm and unembedding: an answer "
-        "that ranks high at middle layers and low at the output was suppressed, not removed.",
+        "that ranks high at middle layers and low at the output was suppressed, not removed, if "
+        "it ranks above the other forget answers of its kind (its control), as a model that "
+        "never saw the fact would not.",
     ),
     "trace": StageInfo(
         "Causal tracing (original model)",
@@ -610,6 +612,10 @@ def _load_result(stage: dict[str, Any]) -> Result:
 # ---------------------------------------------------------------- formatting
 
 
+def _rank(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def _num(value: Any, digits: int = 3) -> str:
     """A number with ``digits`` decimals (integers as they are); ``-`` for none or NaN."""
     if value is None or isinstance(value, bool):
@@ -779,6 +785,7 @@ def _lens(result: LensResult, block: Block) -> None:
             "model",
             "best layer (0 = embeddings)",
             "median rank there",
+            "other answers of the kind there",
             "median rank at output",
             "items ranked first at output",
         ]
@@ -788,6 +795,7 @@ def _lens(result: LensResult, block: Block) -> None:
             model,
             f"{row['best_layer']} ({result.layers[row['best_layer']]})",
             f"{row['best_median_rank']:g}",
+            _rank(result.by_layer[model]["median_control_rank"][row["best_layer"]]),
             f"{row['output_median_rank']:g}",
             _num(result.by_layer[model]["top1"][-1]),
         )

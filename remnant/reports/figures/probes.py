@@ -56,7 +56,8 @@ def probe_accuracy(result: ProbeResult) -> Figure:
 
 def lens_ranks(result: LensResult) -> Figure:
     """Logit lens per layer: rank of the first answer token (1 = top, log scale; thin lines are
-    single items, thick the median) and the fraction of items where it ranks first."""
+    single items, thick the median, dashed the median rank of the other answers of each item's
+    kind: the lens's control) and the fraction of items where it ranks first."""
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     rank_ax, top_ax = fig.subplots(1, 2)
     layers = np.arange(len(result.layers))
@@ -65,6 +66,9 @@ def lens_ranks(result: LensResult) -> Figure:
             rank_ax.plot(layers, item[f"{model}_rank"], color=colour, alpha=0.12, lw=0.7)
         curves = result.by_layer[model]
         rank_ax.plot(layers, curves["median_rank"], color=colour, lw=2.2, label=model)
+        control = [np.nan if r is None else r for r in curves["median_control_rank"]]
+        rank_ax.plot(layers, control, color=colour, lw=1.2, ls="--",
+                     label=f"{model}: other answers of the kind")  # fmt: skip
         top_ax.plot(layers, curves["top1"], color=colour, marker=".", label=model)
     rank_ax.set_yscale("log")
     rank_ax.set_ylabel("rank of first answer token (1 = top)")
