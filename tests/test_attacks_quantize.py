@@ -48,11 +48,13 @@ def test_settings_are_checked():
         quantize.QuantizeSettings(schemes=("nf4",))
 
 
+SETTINGS = quantize.QuantizeSettings(n_bootstrap=300, max_new_tokens=8, group_size=32)
+
+
 @pytest.fixture(scope="module")
 def quantized(tiny, tiny_ga, tiny_target):
     hashes = (tiny.content_hash, tiny_ga.content_hash)
-    settings = quantize.QuantizeSettings(n_bootstrap=300, max_new_tokens=8, group_size=32)
-    result = quantize.run(tiny, tiny_ga, tiny_target, settings)
+    result = quantize.run(tiny, tiny_ga, tiny_target, SETTINGS)
     return result, hashes
 
 
@@ -81,3 +83,14 @@ def test_eight_bits_keep_the_original_accuracy(quantized):
             <= 0
             <= condition["retain_change"]["original"]["ci"][1]
         )
+
+
+def test_a_second_audited_model_reuses_the_originals_scores(quantized, tiny, tiny_target):
+    result, _ = quantized
+    # the original audited against itself: its scores come from the first run, kept in memory
+    again = quantize.run(tiny, tiny, tiny_target, SETTINGS)
+    assert again.seconds["original"] < result.seconds["original"] / 10
+    assert again.seconds["unlearned"] < result.seconds["unlearned"] / 10
+    for kept, first in zip(again.conditions, result.conditions):
+        assert kept["scores"]["original"] == kept["scores"]["unlearned"]
+        assert kept["scores"]["original"] == first["scores"]["original"]

@@ -125,7 +125,7 @@ def test_same_seed_same_numbers(tiny, tiny_gold, tiny_target):
     settings = linear.ProbeSettings(tasks=("concept",), folds=3, inner_folds=2, Cs=(0.1,))
     first = linear.run(tiny, tiny_gold, tiny_target, settings)
     kept = linear.run(tiny, tiny_gold, tiny_target, settings)  # the original's probes kept
-    linear._ORIGINAL_FITS.clear()
+    linear.ORIGINAL_FITS.clear()
     again = linear.run(tiny, tiny_gold, tiny_target, settings)
     assert first.to_dict() == again.to_dict() == kept.to_dict()
     assert linear.ProbeResult.from_json(first.to_json()) == first

@@ -32,6 +32,7 @@ from remnant.attacks.protocol import (
     score_plain,
 )
 from remnant.errors import TargetError
+from remnant.models.cache import Memo, cache_key
 from remnant.models.loading import load_copy
 from remnant.models.model import LAYER_NAME, Model
 from remnant.progress import progress_bar
@@ -154,6 +155,43 @@ class QuantizeResult(Result):
         ]
 
 
+#: Each model's scores over the grid (`_model_scores`): the original and gold models are scored
+#: once per process, not once for every model an audit compares with them.
+MODEL_SCORES: Memo[list[tuple[int, dict[str, Any]]]] = Memo(size=8)
+
+
+def _model_scores(
+    model: Model,
+    target: Target,
+    grid: list[tuple[int | None, str | None]],
+    style: str,
+    settings: QuantizeSettings,
+) -> list[tuple[int, dict[str, Any]]]:
+    """Per (bits, scheme) of ``grid`` (None: full precision), the number of weights quantized
+    and the forget and retain scores of a copy of ``model`` quantized so."""
+
+    def compute() -> list[tuple[int, dict[str, Any]]]:
+        copy, out = load_copy(model), []
+        for bits, scheme in grid:
+            reset_weights(copy, model)
+            names = [] if bits is None else quantize_model(copy, bits, scheme, settings.group_size)
+            scores = {
+                split: score_plain(copy, items, style, settings) if items else None
+                for split, items in (("forget", target.forget), ("retain", target.retain))
+            }
+            out.append((len(names), scores))
+        return out
+
+    key = cache_key(
+        model=model.content_hash,
+        items=[[i.model_dump(mode="json") for i in s] for s in (target.forget, target.retain)],
+        grid=grid,
+        style=style,
+        settings=settings.record(),
+    )
+    return MODEL_SCORES.get(key, compute)
+
+
 def run(
     original: Model,
     unlearned: Model,
@@ -181,25 +219,15 @@ def run(
     ]
     identities = {role: model.identity() for role, model in models.items()}
     seconds: dict[str, float] = {}
-    bar = progress_bar(
-        total=len(models) * len(grid), desc="quantize", unit="model", enabled=progress
-    )
+    bar = progress_bar(total=len(models), desc="quantize", unit="model", enabled=progress)
     with bar:
         for role, model in models.items():
             started = time.perf_counter()
-            copy = load_copy(model)
-            for (bits, scheme), condition in zip(grid, conditions):
-                reset_weights(copy, model)
-                names = (
-                    [] if bits is None else quantize_model(copy, bits, scheme, settings.group_size)
-                )
-                condition["n_weights"] = len(names)
-                condition["scores"][role] = {
-                    split: score_plain(copy, items, style, settings) if items else None
-                    for split, items in (("forget", target.forget), ("retain", target.retain))
-                }
-                bar.update(1)
-            del copy
+            for condition, (n_weights, scores) in zip(
+                conditions, _model_scores(model, target, grid, style, settings)
+            ):
+                condition["n_weights"], condition["scores"][role] = n_weights, scores
+            bar.update(1)
             seconds[role] = round(time.perf_counter() - started, 2)
     full = conditions[0]["scores"]
     for condition in conditions:

@@ -7,10 +7,11 @@ import contextlib
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from filelock import FileLock
 
@@ -20,6 +21,32 @@ def remnant_home() -> Path:
     root = Path(os.environ.get("REMNANT_HOME", Path.home() / ".cache" / "remnant")).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+T = TypeVar("T")
+
+
+class Memo(Generic[T]):
+    """Values computed in this process, by key (`cache_key` of everything that shapes them):
+    the ``size`` most recently used are kept. For what an audit computes again for every model
+    it audits (the original's probes, the controls' attack scores)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[str, T] = OrderedDict()
+
+    def get(self, key: str, compute: Callable[[], T]) -> T:
+        """The value kept under ``key``, else ``compute()`` kept under it."""
+        if key in self._values:
+            self._values.move_to_end(key)
+            return self._values[key]
+        value = self._values[key] = compute()
+        while len(self._values) > self.size:
+            self._values.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._values.clear()
 
 
 def models_dir() -> Path:

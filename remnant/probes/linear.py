@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -44,7 +44,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from remnant.errors import TargetError
-from remnant.models.cache import cache_key
+from remnant.models.cache import Memo, cache_key
 from remnant.models.compat import check_compatible
 from remnant.models.model import Model
 from remnant.probes.activations import EncodedPrompt, extract, hook_names
@@ -209,7 +209,7 @@ def run(
 ) -> ProbeResult:
     """Fit every probe task at every residual layer of both models; see the module docstring.
     The original's probes are fitted once per process for each task and settings
-    (`_original_fits`): auditing several models against one original refits only theirs."""
+    (`ORIGINAL_FITS`): auditing several models against one original refits only theirs."""
     check_compatible(original, unlearned, "transfer probes")
     tasks = _tasks(target, settings)
     styles = [resolve_style(s, settings.prompt_style) for s in (original, unlearned)]
@@ -453,9 +453,8 @@ class _Fitted:
     control: np.ndarray
 
 
-#: The original's fitted probes by key (`_original_fits`), the most recent few.
-_ORIGINAL_FITS: OrderedDict[str, _Fitted] = OrderedDict()
-_KEPT_FITS = 8
+#: The original's fitted probes (`_original_fits`).
+ORIGINAL_FITS: Memo[_Fitted] = Memo(size=8)
 
 
 def _original_fits(
@@ -474,15 +473,12 @@ def _original_fits(
         },
         settings=settings.record(),
     )
-    if key in _ORIGINAL_FITS:
-        _ORIGINAL_FITS.move_to_end(key)
-        return _ORIGINAL_FITS[key]
-    feats = _features(original, examples, style, names, settings.batch_size)
-    fitted = _fit_all(examples, feats, settings)
-    _ORIGINAL_FITS[key] = fitted
-    while len(_ORIGINAL_FITS) > _KEPT_FITS:
-        _ORIGINAL_FITS.popitem(last=False)
-    return fitted
+    return ORIGINAL_FITS.get(
+        key,
+        lambda: _fit_all(
+            examples, _features(original, examples, style, names, settings.batch_size), settings
+        ),
+    )
 
 
 def _fit_all(examples: _Examples, feats: np.ndarray, settings: ProbeSettings) -> _Fitted:
