@@ -247,3 +247,20 @@ def test_hooks_added_through_the_bridge_act_on_scores(tiny, tiny_target):
         broken = score_qa(tiny, items, FAST)["mean_logprob_sum"]
     assert broken < clean - 1.0
     assert score_qa(tiny, items, FAST)["mean_logprob_sum"] == clean
+
+
+def test_cached_generations_are_the_same_call_made_again_never_under_a_hook(tiny, tiny_target):
+    from remnant.scoring.batching import GENERATIONS
+
+    questions = [format_prompt(tiny, i.question, "plain") for i in tiny_target.forget[:6]]
+    ids = encode_prompts(tiny, questions, "plain")
+    GENERATIONS.clear()
+    first = generate(tiny, ids, max_new_tokens=4, cached=True)
+    assert first == generate(tiny, ids, max_new_tokens=4)  # what an uncached call makes
+    kept = generate(tiny, ids, max_new_tokens=4, cached=True)
+    assert kept == first and kept is not first
+    zeroed = [("blocks.1.hook_out", lambda t, hook: torch.zeros_like(t))]
+    with tiny.bridge.hooks(fwd_hooks=zeroed):
+        assert generate(tiny, ids, max_new_tokens=4, cached=True) != first
+    # other settings are another call
+    assert generate(tiny, ids, max_new_tokens=2, cached=True) != first

@@ -262,7 +262,9 @@ def run_conditions(
     progress: bool = False,
 ) -> AttackResult:
     """Score every condition on every model by greedy generation; the first condition must be
-    the `BASELINE` on the held-out items. Returns the `AttackResult`."""
+    the `BASELINE` on the held-out items. Returns the `AttackResult`. The generations are kept
+    in memory: the original and gold models answer once for all the models an audit
+    compares with them."""
     if not conditions or conditions[0].name != BASELINE:
         raise ValueError(f"the first condition must be {BASELINE!r}")
     original = models["original"]
@@ -288,7 +290,7 @@ def run_conditions(
         for role, model in models.items():
             for condition, record in zip(conditions, scored):
                 started = time.perf_counter()
-                rows = generate_rows(model, condition, style, settings)
+                rows = generate_rows(model, condition, style, settings, cached=True)
                 seconds[role] += time.perf_counter() - started
                 bases = [row["base"] for row in rows]
                 summary = accuracy_summary(rows, settings, clusters=bases)
@@ -336,10 +338,12 @@ def generate_rows(
     *,
     edit: EmbeddingEdit | None = None,
     ids: Sequence[Sequence[int]] | None = None,
+    cached: bool = False,
 ) -> list[dict[str, Any]]:
     """Greedy generations for the condition's prompts (or for ``ids``, their token ids when
     an attack changed them), with the input embeddings changed by ``edit`` when given (see
-    `remnant.scoring.generate`), each judged by the condition."""
+    `remnant.scoring.generate`), each judged by the condition; ``cached``: the generations are
+    kept in memory (`remnant.scoring.generate`)."""
     if ids is None:
         ids = encode_prompts(model, condition.prompts, style)
     generations = generate(
@@ -348,6 +352,7 @@ def generate_rows(
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.batch_size,
         edit=edit,
+        cached=cached,
     )
     return [
         {

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from remnant.models.cache import Memo, cache_key
 from remnant.models.model import Model
 
 #: (indices of the batch's prompts, their left-padded input embeddings (B, T, d), the attention
@@ -77,6 +78,10 @@ def sequence_logprobs(
     return out
 
 
+#: Greedy generations kept in this process (`generate` with ``cached=True``).
+GENERATIONS: Memo[list[str]] = Memo(size=64)
+
+
 def generate(
     model: Model,
     prompt_ids: Sequence[Sequence[int]],
@@ -84,9 +89,43 @@ def generate(
     max_new_tokens: int = 32,
     batch_size: int = 16,
     edit: EmbeddingEdit | None = None,
+    cached: bool = False,
 ) -> list[str]:
     """Greedy continuations (special tokens removed) of already-encoded prompts; with ``edit``,
-    generated from the prompts' input embeddings as ``edit`` changes them."""
+    generated from the prompts' input embeddings as ``edit`` changes them.
+
+    ``cached``: the same call made again in this process (same model content hash, prompts and
+    settings; no edit and no bridge hook active) returns the first call's generations. For the
+    audit's input models, which no stage changes in place: a model whose weights are being
+    changed keeps its old content hash until `Model.weights_changed`."""
+    if not cached or edit is not None or _hooked(model):
+        return _generate(model, prompt_ids, max_new_tokens, batch_size, edit)
+    key = cache_key(
+        model=model.content_hash,
+        prompts=[list(p) for p in prompt_ids],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    kept = GENERATIONS.get(
+        key, lambda: _generate(model, prompt_ids, max_new_tokens, batch_size, None)
+    )
+    return list(kept)
+
+
+def _hooked(model: Model) -> bool:
+    """Whether any of the bridge's hook points has a hook attached."""
+    return any(
+        point._forward_hooks or point._backward_hooks for point in model.bridge.hook_dict.values()
+    )
+
+
+def _generate(
+    model: Model,
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    edit: EmbeddingEdit | None,
+) -> list[str]:
     tokenizer = model.tokenizer
     out = [""] * len(prompt_ids)
     for batch in length_batches([len(p) for p in prompt_ids], batch_size):

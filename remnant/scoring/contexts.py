@@ -48,7 +48,8 @@ def answer_contexts(
     every item without ``from_generation``) are read right after the prompt, against the
     reference answer. Leading whitespace-only answer tokens are moved into the context.
     ``generations`` (one per item) are greedy answers already made, e.g. by
-    `known_forget_generations`; without them the model generates ``max_new_tokens``.
+    `known_forget_generations`; without them the model generates ``max_new_tokens`` (kept in
+    memory: an audit reads the original's contexts once, not for every model it audits).
     """
     tokenizer = model.tokenizer
     prompts = encode_prompts(model, [format_prompt(model, i.question, style) for i in items], style)
@@ -57,7 +58,9 @@ def answer_contexts(
     if from_generation:
         texts = generations
         if texts is None:
-            texts = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            texts = generate(
+                model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, cached=True
+            )
         elif len(texts) != len(items):
             raise RemnantError(f"{len(texts)} generations for {len(items)} items")
         for k, (item, text) in enumerate(zip(items, texts)):
