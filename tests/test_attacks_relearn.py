@@ -98,3 +98,16 @@ def test_settings_and_targets_are_checked(tiny, tiny_ga, tiny_target):
         relearn.run(tiny, tiny_ga, bare, relearn.RelearnSettings(data=("unrelated", "retain")))
     with pytest.raises(TargetError, match="folds"):
         relearn.run(tiny, tiny_ga, tiny_target, relearn.RelearnSettings(rtt_folds=500))
+
+
+def test_a_second_audited_model_reuses_the_original_and_gold_runs(
+    relearned, tiny, tiny_gold, tiny_target
+):
+    result, _ = relearned
+    # the gold model audited against the same original and gold: every role's runs are kept
+    again = relearn.run(tiny, tiny_gold, tiny_target, SETTINGS, gold=tiny_gold)
+    assert max(again.seconds.values()) < min(result.seconds.values()) / 10
+    for kept, first in zip(again.curves, result.curves):
+        assert kept["final"]["original"] == first["final"]["original"]
+        assert kept["final"]["unlearned"] == kept["final"]["gold"] == first["final"]["gold"]
+    assert again.rtt["best"]["gold"] == result.rtt["best"]["gold"]

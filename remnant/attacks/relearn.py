@@ -45,6 +45,7 @@ from remnant.attacks.protocol import (
     without_answer,
 )
 from remnant.errors import TargetError
+from remnant.models.cache import Memo, cache_key
 from remnant.models.loading import load_copy
 from remnant.models.model import Model
 from remnant.results import Result
@@ -202,6 +203,14 @@ class RelearnResult(Result):
         return out
 
 
+#: Per model, its relearning curves and retraining-on-T runs (curve records by kind of data,
+#: and the retraining run or None).
+_Runs = tuple[dict[str, dict[str, Any]], dict[str, Any] | None]
+#: The runs of each model in this process: the original and gold models are trained once, not
+#: once for every model an audit compares with them.
+MODEL_RUNS: Memo[_Runs] = Memo(size=8)
+
+
 def run(
     original: Model,
     unlearned: Model,
@@ -212,7 +221,8 @@ def run(
     progress: bool = False,
 ) -> RelearnResult:
     """Fine-tune a copy of every model (original, unlearned, gold) on each kind of data and by
-    retraining on T; held-out forget accuracy along the way and recovery above the line."""
+    retraining on T; held-out forget accuracy along the way and recovery above the line. Each
+    model's runs are kept in memory (`MODEL_RUNS`)."""
     models = attack_models(original, unlearned, gold, "run a relearning attack")
     split = split_forget(target, settings.held_out_fraction, settings.seed)
     style = resolve_style(original, settings.prompt_style)
@@ -227,17 +237,36 @@ def run(
     seconds: dict[str, float] = {}
     for role, model in models.items():
         started = time.perf_counter()
-        copy = load_copy(model)
-        before = score_plain(copy, split.held_out, style, settings)
-        for name, (examples, _) in data.items():
-            reset_weights(copy, model)
-            curves[name]["runs"][role] = _curve(
-                copy, examples, split.held_out, style, settings, before, f"{role}: {name}",
-                progress,
-            )  # fmt: skip
-        if folds:
-            rtt_runs[role] = _retrain_on_t(copy, model, folds, style, settings, role, progress)
-        del copy
+
+        def compute(model: Model = model, role: str = role) -> _Runs:
+            copy = load_copy(model)
+            before = score_plain(copy, split.held_out, style, settings)
+            runs = {}
+            for name, (examples, _) in data.items():
+                reset_weights(copy, model)
+                runs[name] = _curve(
+                    copy, examples, split.held_out, style, settings, before, f"{role}: {name}",
+                    progress,
+                )  # fmt: skip
+            rtt = (
+                _retrain_on_t(copy, model, folds, style, settings, role, progress)
+                if folds
+                else None
+            )
+            return runs, rtt
+
+        key = cache_key(
+            model=model.content_hash,
+            original=original.content_hash,  # its tokenizer made the training examples
+            target=target.model_dump(mode="json"),
+            style=style,
+            settings=settings.record(),
+        )
+        runs, rtt = MODEL_RUNS.get(key, compute)
+        for name, run_record in runs.items():
+            curves[name]["runs"][role] = run_record
+        if rtt is not None:
+            rtt_runs[role] = rtt
         seconds[role] = round(time.perf_counter() - started, 2)
     line = "gold" if gold is not None else "unlearned before relearning"
     return RelearnResult(
