@@ -36,6 +36,7 @@ from remnant.attacks.protocol import (
     correct_column,
     gap_recovery,
     generate_rows,
+    model_work,
     paired_difference,
     plain_condition,
     split_forget,
@@ -183,15 +184,27 @@ def run(
     position = {id(item): k for k, item in enumerate(target.forget)}
     for role, model in models.items():
         started = time.perf_counter()
-        plain = generate_rows(model, plain_condition(model, target.forget, style), style, settings)
-        if settings.noise_scales:
-            noise["rms"][role] = rounded(_embedding_rms(model))
-            noise["scales"][role] = _noise(
-                model, target.forget, plain, style, settings, role, progress
+
+        def compute(model: Model = model, role: str = role) -> dict[str, Any]:
+            plain = generate_rows(
+                model, plain_condition(model, target.forget, style), style, settings
             )
+            out: dict[str, Any] = {}
+            if settings.noise_scales:
+                out["rms"] = rounded(_embedding_rms(model))
+                out["scales"] = _noise(model, target.forget, plain, style, settings, role, progress)
+            if settings.soft_tokens:
+                held = [plain[position[id(item)]] for item in split.held_out]
+                out["soft"] = _soft_prompt(
+                    model, split, held, permuted, style, settings, role, progress
+                )
+            return out
+
+        work = model_work("embedding", model, original, target, settings, compute, style=style)
+        if settings.noise_scales:
+            noise["rms"][role], noise["scales"][role] = work["rms"], work["scales"]
         if settings.soft_tokens:
-            held = [plain[position[id(item)]] for item in split.held_out]
-            soft[role] = _soft_prompt(model, split, held, permuted, style, settings, role, progress)
+            soft[role] = work["soft"]
         seconds[role] = round(time.perf_counter() - started, 2)
     return EmbeddingResult(
         models={role: model.identity() for role, model in models.items()},

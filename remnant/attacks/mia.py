@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from remnant.attacks.protocol import AttackSettings, attack_models
+from remnant.attacks.protocol import AttackSettings, attack_models, model_work
 from remnant.errors import TargetError
 from remnant.models.model import Model
 from remnant.progress import progress_bar
@@ -316,7 +316,10 @@ def run(
     scores, seconds = {}, {}
     for role, model in models.items():
         started = time.perf_counter()
-        scores[role] = membership_scores(model, texts, settings, progress=progress)
+        scores[role] = model_work(
+            "mia", model, original, target, settings,
+            lambda model=model: membership_scores(model, texts, settings, progress=progress),
+        )  # fmt: skip
         seconds[role] = round(time.perf_counter() - started, 2)
     comparisons, flags = {}, []
     start = 0

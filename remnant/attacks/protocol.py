@@ -20,12 +20,13 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from remnant.errors import TargetError
+from remnant.models.cache import Memo, cache_key
 from remnant.models.compat import check_compatible
 from remnant.models.model import Model
 from remnant.progress import progress_bar
@@ -47,6 +48,8 @@ from remnant.scoring import (
 from remnant.scoring.statistics import cluster_resamples
 from remnant.settings import Interval, ScoringSettings
 from remnant.targets.model import QAItem, Target
+
+T = TypeVar("T")
 
 #: The name of the condition that asks each held-out item's own question with no attack.
 BASELINE = "plain"
@@ -249,6 +252,34 @@ def attack_models(
     for other in list(models.values())[1:]:
         check_compatible(original, other, purpose)
     return models
+
+
+#: The attacks' work on one model at a time, kept in this process (`model_work`).
+MODEL_WORK: Memo[Any] = Memo(size=32)
+
+
+def model_work(
+    attack: str,
+    model: Model,
+    original: Model,
+    target: Target,
+    settings: AttackSettings,
+    compute: Callable[[], T],
+    **inputs: Any,
+) -> T:
+    """``compute()``, the attack's work on ``model`` alone, kept in memory by the attack, the
+    content hashes of ``model`` and ``original`` (whose tokenizer encodes the inputs), the
+    target, the settings and the other ``inputs``: an audit does it once for its original and
+    gold models, not once for every model it compares with them."""
+    key = cache_key(
+        attack=attack,
+        model=model.content_hash,
+        original=original.content_hash,
+        target=target.model_dump(mode="json"),
+        settings=settings.record(),
+        inputs=inputs,
+    )
+    return MODEL_WORK.get(key, compute)
 
 
 def run_conditions(

@@ -27,12 +27,12 @@ from remnant.attacks.protocol import (
     attack_models,
     correct_column,
     gap_recovery,
+    model_work,
     paired_difference,
     reset_weights,
     score_plain,
 )
 from remnant.errors import TargetError
-from remnant.models.cache import Memo, cache_key
 from remnant.models.loading import load_copy
 from remnant.models.model import LAYER_NAME, Model
 from remnant.progress import progress_bar
@@ -155,11 +155,6 @@ class QuantizeResult(Result):
         ]
 
 
-#: Each model's scores over the grid (`_model_scores`): the original and gold models are scored
-#: once per process, not once for every model an audit compares with them.
-MODEL_SCORES: Memo[list[tuple[int, dict[str, Any]]]] = Memo(size=8)
-
-
 def _model_scores(
     model: Model,
     target: Target,
@@ -169,27 +164,16 @@ def _model_scores(
 ) -> list[tuple[int, dict[str, Any]]]:
     """Per (bits, scheme) of ``grid`` (None: full precision), the number of weights quantized
     and the forget and retain scores of a copy of ``model`` quantized so."""
-
-    def compute() -> list[tuple[int, dict[str, Any]]]:
-        copy, out = load_copy(model), []
-        for bits, scheme in grid:
-            reset_weights(copy, model)
-            names = [] if bits is None else quantize_model(copy, bits, scheme, settings.group_size)
-            scores = {
-                split: score_plain(copy, items, style, settings) if items else None
-                for split, items in (("forget", target.forget), ("retain", target.retain))
-            }
-            out.append((len(names), scores))
-        return out
-
-    key = cache_key(
-        model=model.content_hash,
-        items=[[i.model_dump(mode="json") for i in s] for s in (target.forget, target.retain)],
-        grid=grid,
-        style=style,
-        settings=settings.record(),
-    )
-    return MODEL_SCORES.get(key, compute)
+    copy, out = load_copy(model), []
+    for bits, scheme in grid:
+        reset_weights(copy, model)
+        names = [] if bits is None else quantize_model(copy, bits, scheme, settings.group_size)
+        scores = {
+            split: score_plain(copy, items, style, settings) if items else None
+            for split, items in (("forget", target.forget), ("retain", target.retain))
+        }
+        out.append((len(names), scores))
+    return out
 
 
 def run(
@@ -223,9 +207,12 @@ def run(
     with bar:
         for role, model in models.items():
             started = time.perf_counter()
-            for condition, (n_weights, scores) in zip(
-                conditions, _model_scores(model, target, grid, style, settings)
-            ):
+            scored = model_work(
+                "quantize", model, original, target, settings,
+                lambda model=model: _model_scores(model, target, grid, style, settings),
+                style=style,
+            )  # fmt: skip
+            for condition, (n_weights, scores) in zip(conditions, scored):
                 condition["n_weights"], condition["scores"][role] = n_weights, scores
             bar.update(1)
             seconds[role] = round(time.perf_counter() - started, 2)

@@ -38,6 +38,7 @@ from remnant.attacks.protocol import (
     correct_column,
     entity_groups,
     gap_recovery,
+    model_work,
     paired_difference,
     reset_weights,
     score_plain,
@@ -45,7 +46,6 @@ from remnant.attacks.protocol import (
     without_answer,
 )
 from remnant.errors import TargetError
-from remnant.models.cache import Memo, cache_key
 from remnant.models.loading import load_copy
 from remnant.models.model import Model
 from remnant.results import Result
@@ -206,9 +206,6 @@ class RelearnResult(Result):
 #: Per model, its relearning curves and retraining-on-T runs (curve records by kind of data,
 #: and the retraining run or None).
 _Runs = tuple[dict[str, dict[str, Any]], dict[str, Any] | None]
-#: The runs of each model in this process: the original and gold models are trained once, not
-#: once for every model an audit compares with them.
-MODEL_RUNS: Memo[_Runs] = Memo(size=8)
 
 
 def run(
@@ -222,7 +219,7 @@ def run(
 ) -> RelearnResult:
     """Fine-tune a copy of every model (original, unlearned, gold) on each kind of data and by
     retraining on T; held-out forget accuracy along the way and recovery above the line. Each
-    model's runs are kept in memory (`MODEL_RUNS`)."""
+    model's runs are kept in memory (`remnant.attacks.protocol.model_work`)."""
     models = attack_models(original, unlearned, gold, "run a relearning attack")
     split = split_forget(target, settings.held_out_fraction, settings.seed)
     style = resolve_style(original, settings.prompt_style)
@@ -255,14 +252,7 @@ def run(
             )
             return runs, rtt
 
-        key = cache_key(
-            model=model.content_hash,
-            original=original.content_hash,  # its tokenizer made the training examples
-            target=target.model_dump(mode="json"),
-            style=style,
-            settings=settings.record(),
-        )
-        runs, rtt = MODEL_RUNS.get(key, compute)
+        runs, rtt = model_work("relearn", model, original, target, settings, compute, style=style)
         for name, run_record in runs.items():
             curves[name]["runs"][role] = run_record
         if rtt is not None:
