@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from remnant.attacks import quantize
+from remnant.attacks.protocol import MODEL_WORK
 from remnant.errors import SettingsError
 
 
@@ -54,6 +55,7 @@ SETTINGS = quantize.QuantizeSettings(n_bootstrap=300, max_new_tokens=8, group_si
 @pytest.fixture(scope="module")
 def quantized(tiny, tiny_ga, tiny_target):
     hashes = (tiny.content_hash, tiny_ga.content_hash)
+    MODEL_WORK.clear()  # computed here, not kept from another module's run
     result = quantize.run(tiny, tiny_ga, tiny_target, SETTINGS)
     return result, hashes
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from remnant.attacks import relearn
-from remnant.attacks.protocol import entity_groups
+from remnant.attacks.protocol import MODEL_WORK, entity_groups
 from remnant.errors import SettingsError, TargetError
 
 SETTINGS = relearn.RelearnSettings(
@@ -20,6 +20,7 @@ SETTINGS = relearn.RelearnSettings(
 @pytest.fixture(scope="module")
 def relearned(tiny, tiny_ga, tiny_gold, tiny_target):
     hashes = {m: m.content_hash for m in (tiny, tiny_ga, tiny_gold)}
+    MODEL_WORK.clear()  # computed here, not kept from another module's run
     return relearn.run(tiny, tiny_ga, tiny_target, SETTINGS, gold=tiny_gold), hashes
 
 
