@@ -53,8 +53,8 @@ writes the report of the audits a sweep folder holds (of a sweep still running, 
 and runs nothing.
 
 Usage: ``python bench/validity.py [--world tiny|smollm2] [--seeds 0,1,2,3,4] [--workers 2]
-[--address ADDR] [--out DIR] [--report-only]`` (``make validity``; needs ``remnant[sweep]``, i.e.
-``requirements-sweep.lock``)."""
+[--address ADDR] [--out DIR] [--rules-chosen-on SEEDS] [--report-only]`` (``make validity``;
+needs ``remnant[sweep]``, i.e. ``requirements-sweep.lock``)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -448,10 +449,15 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(
-    world: str, rows: list[dict[str, Any]], timing: dict[str, Any] | None, command: str
+    world: str,
+    rows: list[dict[str, Any]],
+    timing: dict[str, Any] | None,
+    command: str,
+    chosen_on: Sequence[int] = (),
 ) -> str:
     """The Markdown of the results file (``timing`` None: a report of a sweep folder, no wall
-    times)."""
+    times); with ``chosen_on`` (the seeds the rules were chosen on), the goals are also given
+    on the other seeds alone."""
     seeds = sorted({r["seed"] for r in rows})
     wall = (
         "Wall time: not measured (a report of the sweep folder's finished audits)"
@@ -478,6 +484,8 @@ def report(
         "Method: see the docstring of `bench/validity.py` (world, models, the relearning oracle "
         "that labels the ground truth, the audits).",
     ]
+    if chosen_on:
+        lines += ["", f"The rules were chosen on world seeds {', '.join(map(str, chosen_on))}."]
     for with_gold in (True, False):
         part = [r for r in rows if r["gold_control"] == with_gold]
         lines += ["", f"## {'With' if with_gold else 'Without'} a gold model as control", ""]
@@ -485,14 +493,25 @@ def report(
                   "|---|" + "---:|" * len(VERDICTS)]  # fmt: skip
         for truth, counts in confusion(part).items():
             lines.append(f"| {truth} | " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")
-        lines += ["", "| goal | measured | n | target |", "|---|---:|---:|---|"]
-        for goal, value in goals(part).items():
-            measured = value.get("rate", value.get("auroc"))
-            ci = value.get("ci")
-            shown = "n/a" if measured is None else f"{measured:.3f}"
-            if ci and ci[0] is not None:
-                shown += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-            lines.append(f"| {goal} | {shown} | {value['n']} | {value['goal']} |")
+        held_out = [r for r in part if r["seed"] not in chosen_on]
+        for title, subset in (
+            ("all seeds", part),
+            ("seeds that did not shape the rules", held_out),
+        ):
+            if subset is held_out and (not chosen_on or not held_out):
+                continue
+            lines += [
+                "",
+                f"Goals, {title} ({', '.join(map(str, sorted({r['seed'] for r in subset})))}):",
+            ]
+            lines += ["", "| goal | measured | n | target |", "|---|---:|---:|---|"]
+            for goal, value in goals(subset).items():
+                measured = value.get("rate", value.get("auroc"))
+                ci = value.get("ci")
+                shown = "n/a" if measured is None else f"{measured:.3f}"
+                if ci and ci[0] is not None:
+                    shown += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+                lines.append(f"| {goal} | {shown} | {value['n']} | {value['goal']} |")
         lines += ["", "| signal | AUROC [95% CI over seeds] | n |", "|---|---:|---:|"]
         for signal in SIGNALS:
             auc = auroc_by_seed(part, lambda r, s=signal: r["signals"].get(s))
@@ -546,6 +565,11 @@ def main() -> None:
     parser.add_argument("--address", default=None, help="a Ray cluster's address")
     parser.add_argument("--out", type=Path, default=None, help="sweep folder")
     parser.add_argument(
+        "--rules-chosen-on",
+        default="",
+        help="world seeds the verdict rules were chosen on (the goals are also given without them)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing: report the audits the sweep folder holds, judged by the current rules",
@@ -554,9 +578,10 @@ def main() -> None:
     world = args.world
     out = args.out or remnant_home() / "validity" / world
     command = ("python bench/validity.py " + " ".join(sys.argv[1:])).strip()
+    chosen_on = [int(s) for s in args.rules_chosen_on.split(",") if s]
     if args.report_only:
         rows = finished_rows(out)
-        _write(world, report(world, rows, None, command), rows)
+        _write(world, report(world, rows, None, command, chosen_on), rows)
         return
     try:
         import ray
@@ -573,7 +598,7 @@ def main() -> None:
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
                  runtime_env=env)  # fmt: skip
     rows, timing = sweep(world, seeds, out, ray)
-    _write(world, report(world, rows, timing, command), rows)
+    _write(world, report(world, rows, timing, command, chosen_on), rows)
 
 
 def _write(world: str, text: str, rows: list[dict[str, Any]]) -> None:
