@@ -125,10 +125,11 @@ def answer_ranks(
         above = logits.shape[-1] - torch.searchsorted(ascending, chosen, right=True)
         ranks.append(above + 1)
         probs.append(torch.softmax(logits, dim=-1).gather(-1, targets))
-    padding = torch.arange(width)[None, :] >= torch.tensor([len(ids) for ids in token_ids])[:, None]
-    out = (torch.stack(values, 1).double().masked_fill(padding[:, None], math.nan).numpy()
-           for values in (ranks, probs))  # fmt: skip
-    return next(out), next(out)
+    lengths = torch.tensor([len(ids) for ids in token_ids])
+    padding = (torch.arange(width)[None, :] >= lengths[:, None])[:, None]  # (n_items, 1, width)
+    rank_array = torch.stack(ranks, 1).double().masked_fill(padding, math.nan).numpy()
+    prob_array = torch.stack(probs, 1).double().masked_fill(padding, math.nan).numpy()
+    return rank_array, prob_array
 
 
 def _median(values: Sequence[float | None]) -> float | None:
