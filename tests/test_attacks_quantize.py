@@ -9,6 +9,7 @@ import torch
 from remnant.attacks import quantize
 from remnant.attacks.protocol import MODEL_WORK
 from remnant.errors import SettingsError
+from remnant.scoring import resolve_style
 
 
 @pytest.mark.parametrize("scheme", quantize.SCHEMES)
@@ -96,3 +97,10 @@ def test_a_second_audited_model_reuses_the_originals_scores(quantized, tiny, tin
     for kept, first in zip(again.conditions, result.conditions):
         assert kept["scores"]["original"] == kept["scores"]["unlearned"]
         assert kept["scores"]["original"] == first["scores"]["original"]
+    # what was kept is what scoring the model afresh gives (full precision and 4-bit)
+    style = resolve_style(tiny, SETTINGS.prompt_style)
+    grid = [(None, None), (4, "symmetric")]
+    fresh = quantize._model_scores(tiny, tiny_target, grid, style, SETTINGS)
+    kept = {c["name"]: c for c in again.conditions}
+    for (n_weights, scores), name in zip(fresh, (quantize.FULL, "int4 symmetric")):
+        assert kept[name]["n_weights"] == n_weights and kept[name]["scores"]["original"] == scores

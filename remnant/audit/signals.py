@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from remnant.attacks.mia import PRIMARY
-from remnant.probes.lens import best_inner_layer
+from remnant.probes.lens import best_inner_layer, specificity
 
 #: Smallest mean drop of the original's answer probability, when the gold model's residual
 #: stream is patched in at a layer, for that layer to count as holding the forget facts in the
@@ -127,12 +127,9 @@ def _lens(result: Mapping[str, Any]) -> float | None:
     """Minus the mean over items of the answer's log2 rank minus its control answers' (the
     other answers of its kind), at the original's best inner layer."""
     layer = best_inner_layer(result["by_layer"]["original"]["median_rank"])
-    gaps = [
-        math.log2(item["unlearned_rank"][layer]) - math.log2(item["unlearned_control_rank"][layer])
-        for item in result["items"]
-        if layer is not None and item["unlearned_control_rank"][layer] is not None
-    ]
-    return -float(np.mean(gaps)) if gaps else None
+    gaps = [] if layer is None else [specificity(item, layer) for item in result["items"]]
+    kept = [g for g in gaps if g is not None]
+    return -float(np.mean(kept)) if kept else None
 
 
 def _membership(result: Mapping[str, Any]) -> float | None:

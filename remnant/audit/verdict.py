@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from remnant.probes.lens import best_inner_layer
+from remnant.probes.lens import best_inner_layer, specificity
 from remnant.scoring.statistics import cluster_resamples, rounded
 
 REMOVED, SUPPRESSED, NOT_UNLEARNED, UNDETERMINED = (
@@ -380,18 +380,9 @@ def _lens_specificity(
     control answers' (`remnant.probes.lens`), minus the same in the gold model when given:
     value, CI, and what it is against (None: no item has a control)."""
 
-    def gaps(items: Sequence[dict[str, Any]]) -> list[float | None]:
-        return [
-            None
-            if item["unlearned_control_rank"][layer] is None
-            else math.log2(item["unlearned_rank"][layer])
-            - math.log2(item["unlearned_control_rank"][layer])
-            for item in items
-        ]
-
-    mine, against = gaps(result.items), ""
+    mine, against = [specificity(item, layer) for item in result.items], ""
     if gold is not None:
-        theirs = gaps(gold.items)
+        theirs = [specificity(item, layer) for item in gold.items]
         mine = [None if a is None or b is None else a - b for a, b in zip(mine, theirs)]
         against = ", minus the same in the gold model"
     kept = [g for g in mine if g is not None]

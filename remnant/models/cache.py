@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -36,14 +37,15 @@ class Memo(Generic[T]):
         self._values: OrderedDict[str, T] = OrderedDict()
 
     def get(self, key: str, compute: Callable[[], T]) -> T:
-        """The value kept under ``key``, else ``compute()`` kept under it."""
+        """A copy of the value kept under ``key``, else of ``compute()`` kept under it (copies:
+        a caller that changes what it got cannot change what the next caller gets)."""
         if key in self._values:
             self._values.move_to_end(key)
-            return self._values[key]
-        value = self._values[key] = compute()
-        while len(self._values) > self.size:
-            self._values.popitem(last=False)
-        return value
+        else:
+            self._values[key] = compute()
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return copy.deepcopy(self._values[key])
 
     def clear(self) -> None:
         self._values.clear()

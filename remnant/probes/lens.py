@@ -132,6 +132,13 @@ def answer_ranks(
     return rank_array, prob_array
 
 
+def specificity(item: dict[str, Any], layer: int, model: str = "unlearned") -> float | None:
+    """The answer's log2 rank at ``layer`` minus its control answers' (median rank), in
+    ``model``'s readout of a `LensResult` item (None: the item has no control)."""
+    control = item[f"{model}_control_rank"][layer]
+    return None if control is None else math.log2(item[f"{model}_rank"][layer]) - math.log2(control)
+
+
 def _median(values: Sequence[float | None]) -> float | None:
     """The median of the values that are not None (None: there are none)."""
     kept = [v for v in values if v is not None]

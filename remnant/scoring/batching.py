@@ -106,10 +106,9 @@ def generate(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
     )
-    kept = GENERATIONS.get(
+    return GENERATIONS.get(
         key, lambda: _generate(model, prompt_ids, max_new_tokens, batch_size, None)
     )
-    return list(kept)
 
 
 def _hooked(model: Model) -> bool:
