@@ -14,14 +14,20 @@ top-located concept vectors zeroed (`remnant.concept_vectors.ablate`).
 
 **Ground truth (an oracle the audit never reads).** Every model is fine-tuned with a large
 budget (`ORACLE`: full fine-tuning, 96 steps at learning rate 1e-4, 8 examples a step) on the
-forget QA items of part of the forget people (split seed 1; the audit splits with seed 0) and
-scored on the others, beside the gold model under the same relearning. The model *holds* the
-facts when its held-out accuracy after relearning beats the gold model's (paired bootstrap 95%
-CI above 0): the budget brings back what the model still carries, and teaches the gold model
-nothing about people it never saw. A model that was never unlearned holds them by the same test.
-Gold models never saw the forget people: *absent* by construction (the oracle is run on
-``gold_b`` as a check). A model the oracle cannot distinguish from gold is labelled *absent*:
-"unlearned and truly removed" can exist as a label.
+forget QA items of some of the forget people and scored on the others, beside the gold model
+under the same relearning, cross-fitted: the forget people are cut into 3 folds of whole people
+(relearning seed 1; the audit's splits use seed 0) and each fold is held out in turn, so every
+forget item is scored once, after relearning on the other two folds (`remnant.attacks.relearn`'s
+retraining on T at one learning rate). The model *holds* the facts when its held-out accuracy
+after relearning beats the gold model's on the same items (paired bootstrap 95% CI above 0): the
+budget brings back what the model still carries, and teaches the gold model nothing about people
+it never saw. A model that was never unlearned holds them by the same test. Gold models never
+saw the forget people: *absent* by construction (the oracle is run on ``gold_b`` as a check). A
+model the oracle cannot distinguish from gold is labelled *absent*: "unlearned and truly
+removed" can exist as a label. Until 2026-12-03 the oracle scored one split only (half the
+forget people held out, 12 items on the tiny world); its CIs reached 0 on models whose point
+estimate lay well above gold's, so it lacked the power to say *holds*. Each record keeps that
+protocol's result beside (``one_split``) and the report counts where the two disagree.
 
 **Audits.** ``remnant audit --quick`` of every model against ``full`` (``full`` itself is audited
 too), once with ``gold`` as the control (``gold`` is then audited under its role) and once without
@@ -89,7 +95,9 @@ ORACLE = {
     "eval_every": 96,
     "lr": 1e-4,
     "lora_rank": 0,
-    "rtt_rounds": 0,
+    "rtt_folds": 3,
+    "rtt_rounds": 3,
+    "rtt_lrs": (1e-4,),
     "seed": 1,
 }
 CV_VECTORS = 10
@@ -218,13 +226,21 @@ def oracle(
         return json.loads(path.read_text()) | {"seconds": round(time.perf_counter() - started, 1)}
     target = world_target(world, seed)
     result = relearn.run(original, model, target, settings, gold=control)
-    curve = result.curves[0]
+    curve, folds = result.curves[0], result.rtt
     record = {
         "model": name,
-        "held_out": curve["final"]["unlearned"]["accuracy"],
-        "gold_held_out": curve["final"]["gold"]["accuracy"],
-        "above_gold": curve["above_line"],
-        "holds": curve["above_line"]["ci"][0] > 0,
+        "held_out": folds["best"]["unlearned"]["accuracy"],
+        "gold_held_out": folds["best"]["gold"]["accuracy"],
+        "n": folds["n"],
+        "above_gold": folds["above_line"],
+        "holds": folds["above_line"]["ci"][0] > 0,
+        "one_split": {
+            "held_out": curve["final"]["unlearned"]["accuracy"],
+            "gold_held_out": curve["final"]["gold"]["accuracy"],
+            "n": curve["final"]["unlearned"]["n"],
+            "above_gold": curve["above_line"],
+            "holds": curve["above_line"]["ci"][0] > 0,
+        },
         "seconds": round(time.perf_counter() - started, 1),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -486,6 +502,7 @@ def report(
     ]
     if chosen_on:
         lines += ["", f"The rules were chosen on world seeds {', '.join(map(str, chosen_on))}."]
+    lines += ["", _oracle_agreement(rows)]
     for with_gold in (True, False):
         part = [r for r in rows if r["gold_control"] == with_gold]
         lines += ["", f"## {'With' if with_gold else 'Without'} a gold model as control", ""]
@@ -535,6 +552,25 @@ def report(
         lines.append(f"| {seed} | {name} | {oracle_text} | {first['holds']} | " + " | ".join(cells)
                      + " |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _oracle_agreement(rows: list[dict[str, Any]]) -> str:
+    """How the cross-fitted oracle's labels compare with the one-split oracle's (the protocol
+    before 2026-12-03), over the models both labelled."""
+    labels = {
+        (r["seed"], r["model"]): (r["oracle"]["holds"], r["oracle"]["one_split"]["holds"])
+        for r in rows
+        if r["kind"] != "gold" and r["oracle"] and "one_split" in r["oracle"]
+    }
+    if not labels:
+        return "Oracle: one split (no cross-fitted record)."
+    changed = sorted(f"seed {s} {m}" for (s, m), (new, old) in labels.items() if new != old)
+    gained = sum(new and not old for new, old in labels.values())
+    return (
+        f"Oracle: cross-fitted over all forget items. Against one split, it labels "
+        f"{len(changed)} of {len(labels)} models differently ({gained} now hold)"
+        + (f": {', '.join(changed)}." if changed else ".")
+    )
 
 
 def finished_rows(out: Path) -> list[dict[str, Any]]:
