@@ -27,11 +27,16 @@ def test_verdicts_gold_removed_unlearned_suppressed_original_not_unlearned(tiny_
     assert verdicts["ga"]["collateral_damage"] and not verdicts["gold"]["collateral_damage"]
 
 
-def test_the_score_is_the_largest_decisive_margin_and_its_sign_is_the_verdict(tiny_audit):
+def test_the_score_is_the_largest_standardized_margin_and_its_sign_is_the_verdict(tiny_audit):
+    from remnant.audit.verdict import MIN_SPREAD
+
     _, results = tiny_audit
     for name, judged in results["verdicts"].items():
-        margins = [e["margin"] for e in judged["evidence"] if e["decisive"]]
-        assert judged["score"] == max(m for m in margins if m is not None), name
+        decisive = [e for e in judged["evidence"] if e["decisive"] and e["margin"] is not None]
+        standardized = [e["margin"] / max(e["spread"], MIN_SPREAD) for e in decisive]
+        assert judged["score"] == pytest.approx(max(standardized), abs=1e-6), name
+        # the evidence is listed strongest first, as the score reads it
+        assert standardized.index(max(standardized)) == 0 or not judged["evidence"][0]["decisive"]
         for line in judged["evidence"]:
             if line["margin"] is not None and line["margin"] > 0:
                 assert line["fires"], line
@@ -95,6 +100,34 @@ def test_the_lens_line_fires_on_a_hidden_answer_not_on_a_hidden_kind_of_answer()
     assert not _lens_line(_lens_result(inner=2, output=900, control=40), "lens-m", gold)["fires"]
     not_hidden = _lens_line(_lens_result(inner=2, output=2, control=40), "lens-m")
     assert not not_hidden["fires"]
+
+
+def _behaviour(correct):
+    """A behaviour Result stand-in: forget items scored ``correct`` (1/0 per item)."""
+    from types import SimpleNamespace
+
+    items = [{"correct": bool(c)} for c in correct]
+    forget = {"items": items, "accuracy": sum(correct) / len(correct), "n": len(correct)}
+    return SimpleNamespace(splits={"forget": forget}, settings={"n_bootstrap": 500, "seed": 0})
+
+
+def test_answering_more_forget_questions_than_the_gold_model_is_decisive():
+    from remnant.audit.verdict import judge
+
+    original, gold = _behaviour([1] * 24), _behaviour([0] * 24)
+    partly = _behaviour([1] * 8 + [0] * 16)  # below the original, well above the gold model
+    results = {"behaviour-original": original, "behaviour-gold": gold, "behaviour-m": partly}
+    judged = judge(results, "m", "gold")
+    assert judged["verdict"] == "suppressed"
+    assert judged["evidence"][0]["rule"] == "above gold" and judged["evidence"][0]["fires"]
+    # one item more than the gold model is not enough; without a gold model there is no line
+    results["behaviour-m"] = _behaviour([1] + [0] * 23)
+    assert judge(results, "m", "gold")["verdict"] == "removed"
+    results["behaviour-m"] = partly
+    assert judge(results, "m")["verdict"] == "removed"
+    assert not any(line["rule"] == "above gold" for line in judge(results, "m")["evidence"])
+    # the gold model is not compared with itself
+    assert judge(results, "gold", "gold")["verdict"] == "removed"
 
 
 def test_every_evidence_line_names_a_stage_of_the_audit(tiny_audit):

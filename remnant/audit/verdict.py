@@ -5,11 +5,14 @@ rule that could be checked gives an *evidence line*: the stage it reads, a sente
 and its CI, whether it ``fires``, whether it is ``decisive`` (decides *suppressed*) or only
 supporting (shown beside the verdict, deciding nothing), and its ``margin``: how far the bound
 the rule reads lies past the rule's threshold, in the line's units (positive: the line fires;
-for the forget line and the probe's "not below the original", 0 fires too). A verdict's
-``score`` is the largest margin of its decisive lines, the forget line included: the one number
-the verdict thresholds, for ranking models by how much of the forgotten knowledge they still
-show (`bench/validity.py` measures how well it separates models that hold it from models that
-never saw it).
+for the forget line and the probe's "not below the original", 0 fires too), and its ``spread``:
+half the width of the CI whose bound the margin reads. A verdict's ``score`` is the largest
+standardized margin (margin / spread, the spread at least `MIN_SPREAD`) of its decisive lines,
+the forget line included: how many half-widths of its own CI the strongest line lies past its
+threshold, a number without units, so that lines in accuracy and in log2 ranks compare. It is
+the one number the verdict thresholds (its sign is the verdict's), for ranking models by how
+much of the forgotten knowledge they still show (`bench/validity.py` measures how well it
+separates models that hold it from models that never saw it).
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ RULES = (
     "than the other forget answers of its kind read there (each a mean log2-rank difference, "
     "paired CI upper bound below 0; the second, when a gold model is given, minus the same "
     "difference in the gold model): the model computes this answer, not only the kind of "
-    "answer asked for, and its last layers hide it.",
+    "answer asked for, and its last layers hide it. (d) When a gold model is given: the model's "
+    "plain forget accuracy minus the gold model's on the same items has a lower bound above 0: "
+    "it still answers what a model that never saw the facts cannot.",
     "removed: forget accuracy is significantly below the original's and no decisive line fires "
     "under the attacks and budgets that ran (the report lists them).",
     "collateral damage (flagged beside the verdict): retain accuracy minus the original's "
@@ -63,6 +68,9 @@ RULES = (
 )
 
 LEVEL = 0.95
+#: The smallest spread a margin is divided by: items that all score alike give a bootstrap CI of
+#: width 0.
+MIN_SPREAD = 0.01
 PROMPT_ATTACKS = ("in_context", "reasoning", "variants")
 
 
@@ -93,6 +101,9 @@ def judge(results: Mapping[str, Any], name: str, gold_name: str | None = None) -
     if "mia" in own:
         collateral.append(_mia_line(own["mia"], name))
     evidence = []
+    gold_behaviour = results.get(f"behaviour-{gold_name}") if gold_name else None
+    if behaviour is not None and gold_behaviour is not None and name != gold_name:
+        evidence.append(_above_gold_line(gold_behaviour, behaviour, name))
     for stage, result in own.items():
         if stage in PROMPT_ATTACKS:
             evidence.extend(_prompt_attack_lines(result, f"{stage}-{name}"))
@@ -123,13 +134,14 @@ def judge(results: Mapping[str, Any], name: str, gold_name: str | None = None) -
         outcome = REMOVED
     if forget is not None:
         forget["fires"] = outcome == NOT_UNLEARNED
-        evidence.append(forget | {"decisive": True, "margin": forget["ci"][1]})
-    margins = [
-        line["margin"] for line in evidence if line["decisive"] and line["margin"] is not None
+        margin, spread = _weakest((forget["ci"][1], forget["ci"]))
+        evidence.append(forget | {"decisive": True, "margin": margin, "spread": spread})
+    standardized = [
+        _standardized(line) for line in evidence if line["decisive"] and line["margin"] is not None
     ]
     return {
         "verdict": outcome,
-        "score": max(margins, default=None),
+        "score": None if not standardized else rounded(max(standardized)),
         "collateral_damage": any(line["fires"] for line in collateral),
         "evidence": sorted(evidence, key=_strength),
         "collateral": collateral,
@@ -138,10 +150,14 @@ def judge(results: Mapping[str, Any], name: str, gold_name: str | None = None) -
 
 def _strength(line: dict[str, Any]) -> tuple[int, float]:
     """Fired decisive lines first, then fired supporting ones, then the rest; within each, the
-    larger margin first (lines without one last)."""
+    larger standardized margin first (lines without one last)."""
     rank = 0 if line["fires"] and line["decisive"] else 1 if line["fires"] else 2
-    margin = line.get("margin")
-    return rank, math.inf if margin is None else -margin
+    return rank, math.inf if line.get("margin") is None else -_standardized(line)
+
+
+def _standardized(line: dict[str, Any]) -> float:
+    """A line's margin in half-widths of the CI it reads (the spread at least `MIN_SPREAD`)."""
+    return line["margin"] / max(line["spread"], MIN_SPREAD)
 
 
 def _line(
@@ -152,8 +168,10 @@ def _line(
     ci: Any,
     fires: bool,
     decisive: bool,
-    margin: float | None = None,
+    read: tuple[float | None, float | None] = (None, None),
 ) -> dict[str, Any]:
+    """An evidence line; ``read`` is its margin and spread (`_weakest`)."""
+    margin, spread = read
     return {
         "rule": rule,
         "stage": stage,
@@ -163,7 +181,18 @@ def _line(
         "fires": bool(fires),
         "decisive": decisive,
         "margin": None if margin is None else rounded(margin),
+        "spread": None if spread is None else rounded(spread),
     }
+
+
+def _weakest(*reads: tuple[float | None, Sequence[float]]) -> tuple[float | None, float | None]:
+    """The margin of a line that fires only when every bound it reads lies past its threshold:
+    per bound, its distance past the threshold and the CI it belongs to; the smallest distance
+    and half that CI's width (None, None when a distance is missing)."""
+    if not reads or any(distance is None for distance, _ in reads):
+        return None, None
+    distance, ci = min(reads, key=lambda read: read[0])
+    return distance, (ci[1] - ci[0]) / 2
 
 
 def _difference(
@@ -188,18 +217,34 @@ def _correct(rows: Sequence[dict[str, Any]]) -> list[float]:
     return [float(row["correct"]) for row in rows]
 
 
-def _behaviour_line(original: Any, model: Any, split: str, name: str) -> dict[str, Any] | None:
-    """The model's accuracy on ``split`` minus the original's, paired over items."""
+def _behaviour_line(
+    original: Any, model: Any, split: str, name: str, against: str = "the original's"
+) -> dict[str, Any] | None:
+    """The model's accuracy on ``split`` minus ``original``'s, paired over items."""
     mine, theirs = model.splits.get(split), original.splits.get(split)
     if not mine or not theirs or not mine["items"]:
         return None
     value, ci = _difference(_correct(mine["items"]), _correct(theirs["items"]), model.settings)
     statement = (
-        f"{split} accuracy {mine['accuracy']:.2f} against the original's "
+        f"{split} accuracy {mine['accuracy']:.2f} against {against} "
         f"{theirs['accuracy']:.2f}: a change of {value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] "
         f"over {mine['n']} items"
     )
     return _line(split, f"behaviour-{name}", statement, value, ci, False, False)
+
+
+def _above_gold_line(gold: Any, model: Any, name: str) -> dict[str, Any] | None:
+    """Decisive: the model's plain forget accuracy above the gold model's on the same items
+    (paired CI lower bound above 0): it still answers what a model that never saw the facts
+    cannot."""
+    line = _behaviour_line(gold, model, "forget", name, "the gold model's")
+    if line is None:
+        return None
+    margin, spread = _weakest((line["ci"][0], line["ci"]))
+    return line | {
+        "rule": "above gold", "fires": margin > 0, "decisive": True, "margin": margin,
+        "spread": spread,
+    }  # fmt: skip
 
 
 def _prompt_attack_lines(result: Any, stage: str) -> list[dict[str, Any]]:
@@ -223,10 +268,10 @@ def _prompt_attack_lines(result: Any, stage: str) -> list[dict[str, Any]]:
                    *_difference(_correct(rows), line, result.settings, bases, len(attacked)))
             for name, line in lines.items()
         }  # fmt: skip
-        margin = min(ci[0] for _, _, ci in beaten.values())
-        if best is None or margin > best[0]:
-            best = (margin, condition, beaten)
-    margin, condition, beaten = best
+        read = _weakest(*((ci[0], ci) for _, _, ci in beaten.values()))
+        if best is None or read[0] > best[0][0]:
+            best = (read, condition, beaten)
+    read, condition, beaten = best
     against = " and ".join(
         f"{name} {mean:.2f} ({value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}])"
         for name, (mean, value, ci) in beaten.items()
@@ -241,7 +286,7 @@ def _prompt_attack_lines(result: Any, stage: str) -> list[dict[str, Any]]:
         )
     )
     _, value, ci = beaten["the gold model" if "the gold model" in beaten else "its plain accuracy"]
-    return [_line("attack", stage, statement, value, ci, margin > 0, True, margin)]
+    return [_line("attack", stage, statement, value, ci, read[0] > 0, True, read)]
 
 
 def _relearn_lines(result: Any, stage: str) -> list[dict[str, Any]]:
@@ -257,9 +302,9 @@ def _relearn_lines(result: Any, stage: str) -> list[dict[str, Any]]:
             f"{above['ci'][1]:+.2f}], gained {gain['value']:+.2f} [{gain['ci'][0]:+.2f}, "
             f"{gain['ci'][1]:+.2f}]"
         )
-        margin = _lowest(above["ci"][0], gain["ci"][0])
+        read = _weakest((above["ci"][0], above["ci"]), (gain["ci"][0], gain["ci"]))
         lines.append(_line("attack", stage, statement, above["value"], above["ci"],
-                           curve["recovered"], True, margin))  # fmt: skip
+                           curve["recovered"], True, read))  # fmt: skip
     rtt = result.rtt
     if rtt is not None and rtt["above_line"]["value"] is not None:
         above = rtt["above_line"]
@@ -268,16 +313,11 @@ def _relearn_lines(result: Any, stage: str) -> list[dict[str, Any]]:
             f"the best rate (chosen on these items), above the line by {above['value']:+.2f} "
             f"[{above['ci'][0]:+.2f}, {above['ci'][1]:+.2f}]"
         )
-        margin = _lowest(above["ci"][0], rtt["gain"]["ci"][0])
+        gain = rtt["gain"]
+        read = _weakest((above["ci"][0], above["ci"]), (gain["ci"][0], gain["ci"]))
         lines.append(_line("attack", stage, statement, above["value"], above["ci"],
-                           rtt["recovered"], True, margin))  # fmt: skip
+                           rtt["recovered"], True, read))  # fmt: skip
     return lines
-
-
-def _lowest(*bounds: float | None) -> float | None:
-    """The smallest bound, or None when one is missing (a rule that reads several bounds fires
-    only when all lie past their threshold)."""
-    return None if any(b is None for b in bounds) else min(bounds)
 
 
 def _soft_prompt_line(result: Any, stage: str) -> dict[str, Any]:
@@ -288,9 +328,9 @@ def _soft_prompt_line(result: Any, stage: str) -> dict[str, Any]:
         f"permuted-answer control {mine['control']['accuracy']:.2f}, {above['value']:+.2f} "
         f"[{above['ci'][0]:+.2f}, {above['ci'][1]:+.2f}]"
     )
-    low = above["ci"][0]
+    read = _weakest((above["ci"][0], above["ci"]))
     return _line("attack", stage, statement, above["value"], above["ci"],
-                 low is not None and low > 0, True, low)  # fmt: skip
+                 read[0] is not None and read[0] > 0, True, read)  # fmt: skip
 
 
 def _quantize_lines(result: Any, stage: str) -> list[dict[str, Any]]:
@@ -304,8 +344,9 @@ def _quantize_lines(result: Any, stage: str) -> list[dict[str, Any]]:
         f"{best['scores']['unlearned']['forget']['accuracy']:.2f}, gap recovery "
         f"{recovery['value']:+.2f} [{recovery['ci'][0]:+.2f}, {recovery['ci'][1]:+.2f}]"
     )
+    read = _weakest((recovery["ci"][0], recovery["ci"]))
     return [_line("attack", stage, statement, recovery["value"], recovery["ci"],
-                  recovery["ci"][0] > 0, True, recovery["ci"][0])]  # fmt: skip
+                  read[0] > 0, True, read)]  # fmt: skip
 
 
 def _probe_lines(result: Any, stage: str, gold: Any = None) -> list[dict[str, Any]]:
@@ -327,7 +368,9 @@ def _probe_lines(result: Any, stage: str, gold: Any = None) -> list[dict[str, An
             gold_scores = gold.tasks[task]["unlearned"]
             floor = max(floor, gold_scores["ci"][layer][1])
             against = f", the gold model's {gold_scores['accuracy'][layer]:.2f}"
-        margin = min(ci[0] - floor, ci[1] - halfway) if original_works else None
+        read = (
+            _weakest((ci[0] - floor, ci), (ci[1] - halfway, ci)) if original_works else (None, None)
+        )
         fires = original_works and ci[0] > floor and ci[1] >= halfway
         statement = (
             f"{task} probe at layer {layer} (where the original's is best): "
@@ -337,7 +380,7 @@ def _probe_lines(result: Any, stage: str, gold: Any = None) -> list[dict[str, An
             + ("" if original_works else " (the original's probe does not beat its control)")
         )
         lines.append(
-            _line("probe", stage, statement, mine["accuracy"][layer], ci, fires, True, margin)
+            _line("probe", stage, statement, mine["accuracy"][layer], ci, fires, True, read)
         )
     return lines
 
@@ -363,14 +406,14 @@ def _lens_line(result: Any, stage: str, gold: Any = None) -> dict[str, Any] | No
     specific = _lens_specificity(result, layer, gold)
     if specific is None:
         statement += "; no other answer of the same kind to compare with"
-        return _line("lens", stage, statement, value, ci, False, True, None)
+        return _line("lens", stage, statement, value, ci, False, True)
     spec_value, spec_ci, against = specific
     statement += (
         f"; the answer's log2 rank there minus the other answers' of its kind{against} "
         f"{spec_value:+.2f} [{spec_ci[0]:+.2f}, {spec_ci[1]:+.2f}]"
     )
-    margin = min(-ci[1], -spec_ci[1])
-    return _line("lens", stage, statement, value, ci, margin > 0, True, margin)
+    read = _weakest((-ci[1], ci), (-spec_ci[1], spec_ci))
+    return _line("lens", stage, statement, value, ci, read[0] > 0, True, read)
 
 
 def _lens_specificity(
