@@ -149,6 +149,11 @@ def test_inputs_are_recorded_and_models_left_unchanged(tiny_audit, tiny, tiny_ga
         assert model.content_hash == recorded
     assert json.loads((out / RESULTS_FILE).read_text()) == results
     assert (out / "timings.json").is_file() and (out / "audit.log").stat().st_size > 0
+    tokens = json.loads((out / "timings.json").read_text())["tokens"]
+    assert tokens["behaviour-ga"]["forward"] > 0
+    # scoring pushes no tokens with gradients; relearning fine-tunes (forward and backward)
+    assert tokens["behaviour-ga"]["backward"] == 0 and tokens["probes-ga"]["backward"] == 0
+    assert tokens["relearn-ga"]["backward"] > 0
     for stage in results["stages"]:
         assert (out / "stages" / f"{stage['id']}.json").is_file()
         assert stage["status"] == "done", stage

@@ -164,3 +164,22 @@ def test_models_with_other_chat_templates_are_not_compared(tiny):
     other = dataclasses.replace(tiny, tokenizer=tokenizer, name="other")
     with pytest.raises(IncompatibleModelsError, match="chat templates"):
         check_compatible(tiny, other, "compare")
+
+
+def test_tokens_are_counted_without_padding_or_the_cached_prefix(tiny):
+    from remnant.models.accounting import TOKENS
+    from remnant.scoring.batching import generate, sequence_logprobs
+
+    prompts = [[1, 2, 3, 4], [5, 6]]
+    before = TOKENS.snapshot()
+    sequence_logprobs(tiny, prompts, [[7], [8, 9]], batch_size=2)
+    assert TOKENS.since(before) == {"forward": 5 + 4, "backward": 0}
+    before = TOKENS.snapshot()
+    generate(tiny, prompts, max_new_tokens=3, batch_size=2)
+    # the prompts once, then each decoding step's one new token per row (the last generated
+    # token needs no forward)
+    assert TOKENS.since(before) == {"forward": 6 + 2 * 2, "backward": 0}
+    before = TOKENS.snapshot()
+    tiny.hf_model(input_ids=torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    tiny.hf_model.zero_grad(set_to_none=True)
+    assert TOKENS.since(before) == {"forward": 3, "backward": 3}

@@ -26,6 +26,7 @@ from remnant.audit.stages import STAGES, Context, Stage
 from remnant.errors import RemnantError, ResultFormatError
 from remnant.io import write_text_atomic
 from remnant.models import Model
+from remnant.models.accounting import TOKENS
 from remnant.models.cache import cache_key
 from remnant.results import RESULT_KINDS, Result
 from remnant.targets import Target
@@ -102,8 +103,11 @@ def audit(
         "rules": list(verdict.RULES),
     }
     write_text_atomic(out / RESULTS_FILE, json.dumps(results, indent=1) + "\n")
-    timings = {"stages": {r["id"]: r["seconds"] for r in records}}
-    timings["total"] = round(sum(s for s in timings["stages"].values() if s), 2)
+    timings = {
+        "stages": {r["id"]: r["seconds"] for r in records},
+        "total": round(sum(r["seconds"] or 0 for r in records), 2),
+        "tokens": {r["id"]: r.get("tokens") for r in records},
+    }
     write_text_atomic(out / TIMINGS_FILE, json.dumps(timings, indent=1) + "\n")
     from remnant.reports.html import write_report
 
@@ -173,7 +177,7 @@ def _run_stage(
             except ResultFormatError as exc:
                 log.warning("computing %s again: %s", stage_id, exc)
     log.info("%s: running", stage_id)
-    started = time.perf_counter()
+    started, tokens = time.perf_counter(), TOKENS.snapshot()
     record = base | {"key": key, "status": "done", "result": None, "error": None}
     result = None
     try:
@@ -186,6 +190,7 @@ def _run_stage(
         record |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         log.error("%s failed:\n%s", stage_id, traceback.format_exc())
     record["seconds"] = round(time.perf_counter() - started, 2)
+    record["tokens"] = TOKENS.since(tokens)
     write_text_atomic(path, json.dumps(record, indent=1) + "\n")
     return record | {"kept": False}, result if record["status"] == "done" else None
 

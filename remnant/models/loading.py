@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from remnant.errors import ModelLoadError, ModelNotFoundError
+from remnant.models.accounting import count_tokens
 from remnant.models.embedded import EMBEDDED, embedded_dir
 from remnant.models.gguf import cached_gguf
 from remnant.models.model import Model
@@ -96,6 +97,7 @@ def load_model(
     reference = reference_logits(hf_model, batch)
     install_adapters()
     bridge = TransformerBridge.boot_transformers(path, hf_model=hf_model, tokenizer=tokenizer)
+    count_tokens(hf_model)
     name = name or _display_name(spec)
     toolchain = self_check(name, bridge, batch, reference)
     source = spec if adapter is None else f"{spec} + adapter {adapter}"
