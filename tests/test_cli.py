@@ -129,7 +129,7 @@ def test_concepts_locates_validates_and_compares(tiny, tiny_gold, tmp_path):
     out = tmp_path / "concepts"
     output = _run(
         "concepts", "--model", "tiny-synthetic", "--target", "tiny-synthetic", "--out", str(out),
-        "--candidates", "2", "--unlearned", "tiny-synthetic-gold",
+        "--candidates", "2", "--random", "20", "--unlearned", "tiny-synthetic-gold",
     )  # fmt: skip
     assert "validated" in output and "tiny-synthetic-gold: cosine" in output
     checked = ValidateResult.from_json((out / "validate.json").read_text())

@@ -1,12 +1,15 @@
 """Concept vectors on the tiny model: locate's vectorised scores, hooks equal weight edits,
-validation is seeded and leaves the model alone, compare and ablate checkpoints."""
+batched interventions equal one at a time, validation is seeded and leaves the model alone,
+compare and ablate checkpoints."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -30,6 +33,7 @@ from remnant.concept_vectors import (
     validate,
 )
 from remnant.concept_vectors.locate import TokenLookup, layer_scores
+from remnant.concept_vectors.validate import InterventionScorer
 from remnant.concept_vectors.vectors import down_proj_name
 from remnant.errors import (
     ConceptVectorError,
@@ -40,6 +44,7 @@ from remnant.errors import (
 from remnant.models import load_model
 from remnant.models.checkpoint import save_checkpoint
 from remnant.reports.figures.concept_vectors import comparison, located_by_layer, validation_drops
+from remnant.scoring import sequence_logprobs
 
 FAST = {"batch_size": 64, "max_new_tokens": 4}
 
@@ -62,7 +67,8 @@ def located(tiny, target) -> LocateResult:
 
 @pytest.fixture(scope="module")
 def validation_settings() -> ValidateSettings:
-    return ValidateSettings(n_candidates=2, greedy=False, n_random_sets=1, **FAST)
+    """The default reference (100 random vectors, batched) for two candidates and one set."""
+    return ValidateSettings(n_candidates=2, n_random_sets=1, **FAST)
 
 
 def _reference_score(model, sets, layer, index, top_k, min_words):
@@ -141,15 +147,65 @@ def test_project_mode_removes_the_direction():
     assert (weight.detach()[:, 11]).norm() < 1e-5
 
 
+#: Interventions of different layers and sizes (and none), each measured in a batch; large ones,
+#: because the tiny model barely notices a single vector, so that every two differ.
+INTERVENTIONS = (
+    [(1, i) for i in range(0, 512, 2)],
+    [],
+    [(0, i) for i in range(512)],
+    [(2, i) for i in range(1, 512, 2)],
+    [(3, i) for i in range(400)],
+)
+
+
+def _alone(model, scorer, vectors, mode, sigma):
+    """Mean answer log-probs under one intervention, the way validation measured them before
+    batching: one pass over the items with only its hooks attached (right padding, every
+    position's logits)."""
+    hooks = intervention_hooks(model, vectors, mode, sigma=sigma, seed=scorer.settings.seed)
+    with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+        logprobs = sequence_logprobs(model, scorer.prompts, scorer.answers, batch_size=64)
+    sums = np.array([lp.sum() for lp in logprobs])
+    return sums[: scorer.n_forget].mean(), sums[scorer.n_forget :].mean()
+
+
+@pytest.mark.parametrize("mode", ["zero", "noise", "project"])
+def test_batched_interventions_equal_each_alone(tiny, target, mode):
+    settings = ValidateSettings(mode=mode, sigma=0.5, batch_size=12)
+    alone = None
+    # 3 interventions per pass (the last pass holds 2) of 4 items each, so several passes per
+    # group; one intervention per pass; all 5 in each pass (64 asked, at most batch_size)
+    for per_pass in (3, 1, 64):
+        scorer = InterventionScorer(
+            tiny, target, dataclasses.replace(settings, interventions_per_batch=per_pass)
+        )
+        alone = alone or [_alone(tiny, scorer, vectors, mode, 0.5) for vectors in INTERVENTIONS]
+        measured = scorer.measure_many(INTERVENTIONS, greedy=False)
+        for row, (forget, retain) in zip(measured, alone, strict=True):
+            assert row["forget_logprob"] == pytest.approx(forget, abs=1e-5)
+            assert row["retain_logprob"] == pytest.approx(retain, abs=1e-5)
+            assert row["forget_accuracy"] is None and row["retain_accuracy"] is None
+    forget = [f for f, _ in alone]
+    # every two interventions differ by far more than the tolerance, so any mix-up would show
+    assert min(abs(a - b) for a, b in itertools.combinations(forget, 2)) > 1e-4
+
+
 def test_validation_is_seeded_and_never_edits_the_model(tiny, target, located, validation_settings):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     first = validate.run(tiny, target, validation_settings, located=located)
     second = validate.run(tiny, target, validation_settings, located=located)
     assert first == second
     assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
-    assert len(first.random) == 20 and first.n_forget == 8 and first.n_retain == 8
+    assert len(first.random) == ValidateSettings().n_random == 100
+    assert first.n_forget == 8 and first.n_retain == 8 and first.n_interventions == 1 + 2 + 100 + 2
     assert {(r["layer"], r["index"]) for r in first.random}.isdisjoint(located.vectors())
+    # greedy accuracy where it is read: baseline, candidates, set ablation; not random vectors
+    assert first.baseline["forget_accuracy"] is not None
+    for row in first.random:
+        assert row["forget_logprob_drop"] is not None and row["retain_logprob_drop"] is not None
+        assert row["forget_accuracy"] is None and row["retain_accuracy_drop"] is None
     for row in first.candidates:
+        assert row["forget_accuracy_drop"] is not None and row["retain_accuracy"] is not None
         assert row["validated"] == (
             row["forget_logprob_drop"] > first.thresholds["forget_drop"]
             and row["retain_logprob_drop"] <= first.thresholds["retain_drop_max"]
@@ -174,13 +230,34 @@ def test_validation_is_seeded_and_never_edits_the_model(tiny, target, located, v
         assert figure.axes
 
 
+@pytest.mark.parametrize("change", [{"criterion": "accuracy"}, {"random_accuracy": True}])
+def test_random_vectors_get_greedy_accuracy_when_asked_or_judged_by_it(
+    tiny, target, located, change
+):
+    settings = ValidateSettings(n_candidates=2, n_random=20, n_random_sets=1, **FAST, **change)
+    result = validate.run(tiny, target, settings, located=located)
+    assert len(result.random) == 20
+    for row in result.random:
+        assert row["forget_accuracy_drop"] is not None and row["retain_accuracy_drop"] is not None
+    measure = settings.criterion
+    assert result.thresholds["measure"] == measure
+    drops = [row[f"forget_{measure}_drop"] for row in result.random]
+    assert result.thresholds["forget_drop"] == pytest.approx(np.percentile(drops, 95), abs=1e-6)
+    for row in result.candidates:
+        assert row["validated"] == (
+            row[f"forget_{measure}_drop"] > result.thresholds["forget_drop"]
+            and row[f"retain_{measure}_drop"] <= result.thresholds["retain_drop_max"]
+        )
+    assert validation_drops(result).axes
+
+
 def test_validation_refuses_vectors_located_on_another_model(tiny_gold, target, located):
     with pytest.raises(ConceptVectorError, match="locate them on the model you validate"):
         validate.run(tiny_gold, target, ValidateSettings(**FAST), located=located)
     with pytest.raises(SettingsError, match="n_random must be an integer >= 20"):
         ValidateSettings(n_random=5)
-    with pytest.raises(SettingsError, match="needs greedy=True"):
-        ValidateSettings(criterion="accuracy", greedy=False)
+    with pytest.raises(SettingsError, match="interventions_per_batch must be an integer >= 1"):
+        ValidateSettings(interventions_per_batch=0)
 
 
 def test_identical_models_compare_at_cosine_and_jaccard_one(tiny, target, located):

@@ -28,7 +28,7 @@ def concepts(
     candidates: Annotated[int, typer.Option(min=1, help="Top located vectors to validate.")] = 10,
     random: Annotated[
         int, typer.Option(min=20, help="Random value vectors as the reference.")
-    ] = 20,
+    ] = 100,
     mode: ModeOption = "zero",
     sigma: SigmaOption = 0.1,
     prompt_style: options.PromptStyleOption = "auto",

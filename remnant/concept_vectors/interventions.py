@@ -9,6 +9,9 @@ edits (for a checkpoint of one's own); both give the same forward pass.
 * ``project``: the directions of the chosen vectors of a layer (an orthonormal basis Q of their
   span) are removed from that layer's MLP output: out <- out - Q Q^T out, i.e.
   down_proj <- (I - Q Q^T) down_proj; for one vector u = v/|v|, (I - u u^T) W_out.
+
+`grouped_hooks` runs several interventions in one batch: the batch's rows fall into equal
+consecutive slices, one per intervention, and each slice gets its own intervention's hooks.
 """
 
 from __future__ import annotations
@@ -103,6 +106,33 @@ def intervention_hooks(
             basis = direction_basis(model, layer, indices).to(model.device)
             hooks.append((out, _project_hook(basis)))
     return hooks
+
+
+def grouped_hooks(groups: Sequence[Sequence[Hook]]) -> list[Hook]:
+    """Forward hooks for a batch whose rows split into ``len(groups)`` equal consecutive
+    slices: slice g gets the hooks ``groups[g]`` (from `intervention_hooks`; none: unchanged),
+    so each row computes exactly what it would under its own intervention alone."""
+    names = dict.fromkeys(name for hooks in groups for name, _ in hooks)
+    return [
+        (name, _sliced([[fn for at, fn in hooks if at == name] for hooks in groups]))
+        for name in names
+    ]
+
+
+def _sliced(per_group: list[list[Callable]]) -> Callable:
+    def hook(act: torch.Tensor, hook=None) -> torch.Tensor:
+        size, rest = divmod(act.shape[0], len(per_group))
+        if rest:
+            raise ValueError(f"{act.shape[0]} rows do not split into {len(per_group)} groups")
+        parts = []
+        for g, fns in enumerate(per_group):
+            part = act[g * size : (g + 1) * size]
+            for fn in fns:
+                part = fn(part, hook)
+            parts.append(part)
+        return torch.cat(parts)
+
+    return hook
 
 
 def _zero_hook(indices: list[int]) -> Callable:

@@ -6,11 +6,18 @@ mean answer log-probability (nats, summed over answer tokens, mean over items) a
 accuracy (alias match, ``max_new_tokens`` new tokens). A *drop* is baseline minus
 intervened (positive = the intervention hurt).
 
+Cost: the log-probability of every intervention is measured in batched forward passes that
+hold ``interventions_per_batch`` interventions at once, each row under its own intervention
+only (`interventions.grouped_hooks`: the same numbers as one intervention per pass). Greedy
+accuracy takes one generation over all items per intervention, so it is measured where it is
+read: the baseline, the candidates and the set ablation; for the random vectors only under the
+``accuracy`` criterion (or with ``random_accuracy``), else their accuracy fields are None.
+
 Criterion: a candidate is *validated* when its forget drop exceeds the ``percentile`` (95th)
 of the random vectors' forget drops and its retain drop does not exceed the largest random
 retain drop, both in the ``criterion`` measure: ``logprob`` (default; continuous, and needs no
-generation) or ``accuracy`` (greedy accuracy: what a user sees, but over a few dozen items it
-moves in steps of one item, and the 95th percentile of 20 draws is often a single item). The
+generation for the random vectors) or ``accuracy`` (greedy accuracy: what a user sees, but over
+a few dozen items it moves in steps of one item, so many random draws tie). The candidates'
 other measure is reported beside it. With n candidates tested at the 95th percentile, about
 n x 0.05 pass by chance (``expected_false_positives``).
 
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -34,7 +41,9 @@ import torch
 from remnant.concept_vectors import locate
 from remnant.concept_vectors.interventions import (
     INTERVENTION_CONSTRAINTS,
+    Hook,
     Mode,
+    grouped_hooks,
     intervention_hooks,
     require_noise_sigma,
 )
@@ -53,8 +62,9 @@ from remnant.scoring import (
     resolve_style,
     sequence_logprobs,
 )
+from remnant.scoring.batching import length_batches
 from remnant.scoring.statistics import rounded
-from remnant.settings import Constraint, InstanceOf, Interval, OneOf, require
+from remnant.settings import Constraint, InstanceOf, Interval, OneOf
 from remnant.targets.model import Target
 
 log = logging.getLogger(__name__)
@@ -75,8 +85,8 @@ MEASURES = ("forget_logprob", "retain_logprob", "forget_accuracy", "retain_accur
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ValidateSettings(ScoringSettings):
     """Which located vectors are tested, how, against what, and by which criterion; the scoring
-    fields prompt and batch the items (64 prompts per batch and 16 new tokens by default), and
-    ``seed`` fixes every random draw (random vectors, random sets, noise)."""
+    fields prompt and batch the items (64 rows per forward pass and 16 new tokens by default),
+    and ``seed`` fixes every random draw (random vectors, random sets, noise)."""
 
     constraints: ClassVar[Mapping[str, Constraint]] = {
         **INTERVENTION_CONSTRAINTS,
@@ -84,7 +94,8 @@ class ValidateSettings(ScoringSettings):
         "n_random": Interval(int, 20),
         "criterion": OneOf(tuple(UNITS)),
         "percentile": Interval(float, 0, 100, open_low=True, open_high=True),
-        "greedy": InstanceOf(bool),
+        "random_accuracy": InstanceOf(bool),
+        "interventions_per_batch": Interval(int, 1),
         "n_random_sets": Interval(int, 1),
         "locate": InstanceOf(LocateSettings),
     }
@@ -97,16 +108,22 @@ class ValidateSettings(ScoringSettings):
     """The intervention (`remnant.concept_vectors.interventions`): zero, noise or project."""
     sigma: float = 0.1
     """Noise standard deviation (mode ``noise``; weight units)."""
-    n_random: int = 20
+    n_random: int = 100
     """Random value vectors as the reference; at least 20 (a percentile of fewer draws is
-    noise)."""
+    noise: the 95th of 20 is the 19th value)."""
     criterion: Literal["logprob", "accuracy"] = "logprob"
     """The measure a candidate's drops are judged in (see the module docstring)."""
     percentile: float = 95.0
     """Percentile of the random vectors' forget drops a candidate's must exceed, in (0, 100)."""
-    greedy: bool = True
-    """Also score greedy accuracy per vector (costly: a generation per vector; the accuracy
-    criterion needs it)."""
+    random_accuracy: bool = False
+    """Also measure greedy accuracy under every random vector when the criterion is
+    ``logprob`` (one generation per draw, the costliest part); the ``accuracy`` criterion
+    always measures it. The baseline, candidates and set ablation always get it."""
+    interventions_per_batch: int = 8
+    """Interventions whose log-probabilities share one forward pass (at most ``batch_size``):
+    each pass holds ``batch_size`` rows, ``batch_size // interventions_per_batch`` items of
+    similar length under each intervention (less padding than all items at once); 1: one
+    intervention per pass."""
     n_random_sets: int = 5
     """Random sets the set ablation is compared with."""
     locate: LocateSettings = LocateSettings()
@@ -114,9 +131,11 @@ class ValidateSettings(ScoringSettings):
 
     def check(self) -> None:
         require_noise_sigma(self.mode, self.sigma)
-        require(
-            self.criterion != "accuracy" or self.greedy, "the accuracy criterion needs greedy=True"
-        )
+
+    @property
+    def greedy_random(self) -> bool:
+        """Whether the random vectors get greedy accuracy: asked for, or the criterion's."""
+        return self.random_accuracy or self.criterion == "accuracy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +144,7 @@ class ValidateResult(Result):
     criterion)."""
 
     kind = "validate"
+    schema_version = 2
 
     model: dict[str, Any]
     """Identity of the model the vectors were located on and intervened in."""
@@ -139,19 +159,20 @@ class ValidateResult(Result):
     n_retain: int
     """Retain QA items scored."""
     n_interventions: int
-    """Scorings made: the baseline, one per random and candidate vector, the chosen set and
-    each random set."""
+    """Interventions measured (log-probabilities of every one): the baseline (none), one per
+    candidate and random vector, the chosen set and each random set."""
     baseline: dict[str, float | None]
     """The four measures without intervention: ``forget_logprob`` and ``retain_logprob``
     (nats: mean over items of the summed answer log-probability), ``forget_accuracy`` and
     ``retain_accuracy`` (greedy, alias match)."""
     candidates: list[dict[str, Any]]
     """Per tested candidate: layer, index, sign, located rank and score, top tokens, the four
-    measures under intervention and their drops (``*_drop`` = baseline - intervened; accuracy
-    ones None when ``greedy`` is off), ``p_value`` ((1 + random draws whose forget drop in the
-    criterion measure is at least as large) / (1 + n_random)) and ``validated``."""
+    measures under intervention and their drops (``*_drop`` = baseline - intervened),
+    ``p_value`` ((1 + random draws whose forget drop in the criterion measure is at least as
+    large) / (1 + n_random)) and ``validated``."""
     random: list[dict[str, Any]]
-    """Per random reference vector: layer, index, the measures and their drops."""
+    """Per random reference vector: layer, index, the four measures and their drops; the
+    accuracy ones None unless the criterion is ``accuracy`` or ``random_accuracy`` was on."""
     thresholds: dict[str, Any]
     """The criterion's ``measure`` and cut-offs: ``forget_drop`` (the percentile of the random
     forget drops) and ``retain_drop_max`` (the largest random retain drop)."""
@@ -189,10 +210,10 @@ class ValidateResult(Result):
 
 
 class InterventionScorer:
-    """Scores the forget and retain items under interventions; prompts are encoded once and
-    each measurement is one batched log-prob pass (and one batched generation)."""
+    """Scores the forget and retain items under interventions (each a list of value vectors,
+    intervened on as ``settings`` say); prompts are encoded once."""
 
-    def __init__(self, model: Model, target: Target, settings: ScoringSettings) -> None:
+    def __init__(self, model: Model, target: Target, settings: ValidateSettings) -> None:
         if not target.forget or not target.retain:
             raise ConceptVectorError(
                 f"target {target.name!r} needs forget and retain QA items to validate vectors"
@@ -208,38 +229,78 @@ class InterventionScorer:
         )
         self.answers = encode_answers(model, [i.answer for i in items], self.style)
 
-    def measure(
-        self, vectors: Sequence[VectorRef], mode: Mode, sigma: float, seed: int, greedy: bool
-    ) -> dict[str, float | None]:
-        """Mean answer log-prob (nats) and greedy accuracy of forget and retain items with
-        ``vectors`` intervened on (none: the unmodified model)."""
-        hooks = intervention_hooks(self.model, vectors, mode, sigma=sigma, seed=seed)
-        batch = self.settings.batch_size
-        with torch.no_grad(), self.model.bridge.hooks(fwd_hooks=hooks):
-            logprobs = sequence_logprobs(self.model, self.prompts, self.answers, batch_size=batch)
-            texts = (
-                generate(
+    def measure_many(
+        self, interventions: Sequence[Sequence[VectorRef]], greedy: bool | Sequence[bool]
+    ) -> list[dict[str, float | None]]:
+        """The four measures under each intervention (an empty one: the unmodified model):
+        mean answer log-prob (nats) of the forget and retain items, from batched passes of
+        ``interventions_per_batch`` interventions, and their greedy accuracy, from one
+        generation per intervention where ``greedy`` (one flag, or one per intervention) says
+        so, else None."""
+        flags = [greedy] * len(interventions) if isinstance(greedy, bool) else list(greedy)
+        no_accuracy = {"forget_accuracy": None, "retain_accuracy": None}
+        return [
+            {**logprobs, **(self.accuracy(vectors) if flag else no_accuracy)}
+            for vectors, logprobs, flag in zip(interventions, self.logprobs(interventions), flags)
+        ]
+
+    def logprobs(self, interventions: Sequence[Sequence[VectorRef]]) -> list[dict[str, float]]:
+        """Mean answer log-prob (nats) of the forget and retain items under each intervention;
+        ``interventions_per_batch`` of them share each forward pass, rows grouped by
+        intervention (`grouped_hooks`), each group holding the same items of similar length."""
+        n, batch_size = len(self.prompts), self.settings.batch_size
+        per_pass = min(self.settings.interventions_per_batch, batch_size)
+        lengths = [len(p) + len(a) for p, a in zip(self.prompts, self.answers)]
+        out = []
+        for first in range(0, len(interventions), per_pass):
+            chunk = interventions[first : first + per_pass]
+            k = len(chunk)
+            hooks = grouped_hooks([self._hooks(vectors) for vectors in chunk])
+            batches = [
+                [g * n + i for g in range(k) for i in items]
+                for items in length_batches(lengths, batch_size // k)
+            ]
+            with torch.no_grad(), self.model.bridge.hooks(fwd_hooks=hooks):
+                logprobs = sequence_logprobs(
                     self.model,
-                    self.prompts,
-                    max_new_tokens=self.settings.max_new_tokens,
-                    batch_size=batch,
+                    self.prompts * k,
+                    self.answers * k,
+                    padding_side="left",
+                    batches=batches,
                 )
-                if greedy
-                else None
-            )
-        sums = np.array([lp.sum() for lp in logprobs])
-        split = self.n_forget
-        out: dict[str, float | None] = {
-            "forget_logprob": rounded(sums[:split].mean()),
-            "retain_logprob": rounded(sums[split:].mean()),
-            "forget_accuracy": None,
-            "retain_accuracy": None,
-        }
-        if texts is not None:
-            correct = np.array([is_correct(item, t) for item, t in zip(self.items, texts)])
-            out["forget_accuracy"] = rounded(correct[:split].mean())
-            out["retain_accuracy"] = rounded(correct[split:].mean())
+            sums = np.array([lp.sum() for lp in logprobs]).reshape(k, n)
+            out += [
+                {
+                    "forget_logprob": rounded(row[: self.n_forget].mean()),
+                    "retain_logprob": rounded(row[self.n_forget :].mean()),
+                }
+                for row in sums
+            ]
+            log.info("log-probs under %d of %d interventions", len(out), len(interventions))
         return out
+
+    def accuracy(self, vectors: Sequence[VectorRef]) -> dict[str, float]:
+        """Greedy accuracy (alias match) of the forget and retain items with ``vectors``
+        intervened on: one generation over all items."""
+        with torch.no_grad(), self.model.bridge.hooks(fwd_hooks=self._hooks(vectors)):
+            texts = generate(
+                self.model,
+                self.prompts,
+                max_new_tokens=self.settings.max_new_tokens,
+                batch_size=self.settings.batch_size,
+            )
+        correct = np.array([is_correct(item, t) for item, t in zip(self.items, texts)])
+        log.info("greedy accuracy under %d vector(s)", len(vectors))
+        return {
+            "forget_accuracy": rounded(correct[: self.n_forget].mean()),
+            "retain_accuracy": rounded(correct[self.n_forget :].mean()),
+        }
+
+    def _hooks(self, vectors: Sequence[VectorRef]) -> list[Hook]:
+        settings = self.settings
+        return intervention_hooks(
+            self.model, vectors, settings.mode, sigma=settings.sigma, seed=settings.seed
+        )
 
 
 def run(
@@ -274,26 +335,22 @@ def run(
     randoms = random_vectors(layers, model.d_mlp, settings.n_random, rng, excluded)
     n_single = 1 + len(refs) + len(randoms)
     log.info(
-        "validating %d candidates against %d random vectors (%s): %d scorings, then %d for the "
-        "set ablation",
+        "validating %d candidates against %d random vectors (%s): log-probs under %d "
+        "interventions, %d per pass, greedy accuracy under %d; then both under %d for the set "
+        "ablation",
         len(refs),
         len(randoms),
         settings.mode,
         n_single,
+        min(settings.interventions_per_batch, settings.batch_size),
+        1 + len(refs) + (len(randoms) if settings.greedy_random else 0),
         1 + settings.n_random_sets,
     )
-
-    done = iter(range(1, n_single + settings.n_random_sets + 2))
-
-    def score(vectors: Sequence[VectorRef], greedy: bool) -> dict[str, float | None]:
-        measured = scorer.measure(vectors, settings.mode, settings.sigma, settings.seed, greedy)
-        log.info("scoring %d: %d vector(s) %s", next(done), len(vectors), measured)
-        return measured
-
-    baseline = score([], True)
+    greedy = [True] * (1 + len(refs)) + [settings.greedy_random] * len(randoms)
+    baseline, *measured = scorer.measure_many([[], *([ref] for ref in refs + randoms)], greedy)
     random_rows = [
-        {"layer": ref[0], "index": ref[1], **_with_drops(score([ref], settings.greedy), baseline)}
-        for ref in randoms
+        {"layer": ref[0], "index": ref[1], **_with_drops(row, baseline)}
+        for ref, row in zip(randoms, measured[len(refs) :])
     ]
     measure = settings.criterion
     random_forget = np.array([r[f"forget_{measure}_drop"] for r in random_rows])
@@ -304,8 +361,8 @@ def run(
         "retain_drop_max": rounded(random_retain.max()),
     }
     candidate_rows = []
-    for candidate, ref in zip(chosen, refs):
-        row = _with_drops(score([ref], settings.greedy), baseline)
+    for candidate, ref, measures in zip(chosen, refs, measured):
+        row = _with_drops(measures, baseline)
         forget, retain = row[f"forget_{measure}_drop"], row[f"retain_{measure}_drop"]
         validated = forget > thresholds["forget_drop"] and retain <= thresholds["retain_drop_max"]
         candidate_rows.append(
@@ -324,7 +381,7 @@ def run(
     validated_refs = [(r["layer"], r["index"]) for r in candidate_rows if r["validated"]]
     set_refs = validated_refs or refs
     set_ablation = _set_ablation(
-        set_refs, score, baseline, rng, model.d_mlp, excluded, settings.n_random_sets
+        set_refs, scorer, baseline, rng, model.d_mlp, excluded, settings.n_random_sets
     )
     set_ablation["source"] = "validated" if validated_refs else "all candidates (none validated)"
     return ValidateResult(
@@ -349,7 +406,7 @@ def run(
 
 def _set_ablation(
     refs: Sequence[VectorRef],
-    score: Callable[[Sequence[VectorRef], bool], dict[str, float | None]],
+    scorer: InterventionScorer,
     baseline: dict[str, float | None],
     rng: np.random.Generator,
     d_mlp: int,
@@ -358,13 +415,11 @@ def _set_ablation(
 ) -> dict[str, Any]:
     """The chosen set against ``n_sets`` layer-matched random sets, all with greedy accuracy."""
     layers = [layer for layer, _ in refs]
-    chosen = _with_drops(score(refs, True), baseline)
-    random_sets = []
-    for _ in range(n_sets):
-        draw = random_vectors(layers, d_mlp, len(refs), rng, excluded)
-        random_sets.append(
-            {"vectors": [list(v) for v in draw], **_with_drops(score(draw, True), baseline)}
-        )
+    draws = [random_vectors(layers, d_mlp, len(refs), rng, excluded) for _ in range(n_sets)]
+    chosen, *measured = (
+        _with_drops(row, baseline) for row in scorer.measure_many([refs, *draws], greedy=True)
+    )
+    random_sets = [{"vectors": [list(v) for v in d], **row} for d, row in zip(draws, measured)]
     drops = [f"{m}_drop" for m in MEASURES]
     return {
         "vectors": [list(v) for v in refs],
@@ -377,7 +432,7 @@ def _set_ablation(
 def _with_drops(
     measured: dict[str, float | None], baseline: dict[str, float | None]
 ) -> dict[str, float | None]:
-    """The measures plus ``<measure>_drop`` = baseline - measured (None without greedy)."""
+    """The measures plus ``<measure>_drop`` = baseline - measured (None where not measured)."""
     drops = {
         f"{m}_drop": None if measured[m] is None else rounded(baseline[m] - measured[m])
         for m in MEASURES

@@ -7,7 +7,7 @@ Prompts are grouped by length (less padding) into batches; every call runs throu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,15 +40,20 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Te
     return ids, mask
 
 
-def padded_logits(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def padded_logits(
+    model: Model, ids: torch.Tensor, mask: torch.Tensor, keep: int = 0
+) -> torch.Tensor:
     """Logits (float32) of a padded batch, positions counted over real tokens only, so that
-    left and right padding give the same logits for every real token."""
+    left and right padding give the same logits for every real token; with ``keep``, those of
+    the last ``keep`` positions only (0: every position)."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    kept = {"logits_to_keep": keep} if keep else {}
     with torch.no_grad():
         return model.hf_model(
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),
             position_ids=positions.to(model.device),
+            **kept,
         ).logits.float()
 
 
@@ -59,22 +64,32 @@ def sequence_logprobs(
     *,
     batch_size: int = 16,
     padding_side: str = "right",
+    batches: Iterable[Sequence[int]] | None = None,
 ) -> list[np.ndarray]:
-    """Per-token log-probabilities (natural log) of each continuation given its prompt."""
+    """Per-token log-probabilities (natural log) of each continuation given its prompt.
+
+    ``batches``: the rows of each forward pass, in the order the batch holds them (default:
+    `length_batches` of ``batch_size``). With left padding every continuation ends its row, so
+    logits are computed for the continuations' positions only."""
     rows = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids)]
     out: list[np.ndarray] = [np.zeros(0)] * len(rows)
     pad_id = model.tokenizer.pad_token_id
-    for batch in length_batches([len(r) for r in rows], batch_size):
+    left = padding_side == "left"
+    if batches is None:
+        batches = length_batches([len(r) for r in rows], batch_size)
+    for batch in batches:
         ids, mask = pad([rows[i] for i in batch], pad_id, padding_side)
-        logits = padded_logits(model, ids, mask)
+        keep = 1 + max(len(continuation_ids[i]) for i in batch) if left else 0
+        logits = padded_logits(model, ids, mask, keep)
+        first = ids.shape[1] - logits.shape[1]  # the position of logits[:, 0]
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
         for row, i in enumerate(batch):
             n_prompt, n_cont = len(prompt_ids[i]), len(continuation_ids[i])
-            offset = ids.shape[1] - len(rows[i]) if padding_side == "left" else 0
+            offset = ids.shape[1] - len(rows[i]) if left else 0
             start = offset + n_prompt - 1
             targets = ids[row, start + 1 : start + 1 + n_cont].to(logprobs.device)
-            picked = logprobs[row, start : start + n_cont].gather(-1, targets[:, None])[:, 0]
-            out[i] = picked.cpu().numpy().astype(np.float64)
+            picked = logprobs[row, start - first : start - first + n_cont]
+            out[i] = picked.gather(-1, targets[:, None])[:, 0].cpu().numpy().astype(np.float64)
     return out
 
 
