@@ -1,10 +1,12 @@
-"""Concept-vector validation speed: the reference of 20 random vectors measured as before (one
-intervention per forward pass, a greedy generation under every random vector) against the
-default (100 random vectors, `ValidateSettings.interventions_per_batch` interventions per pass,
-greedy generation only for the baseline, the candidates and the set ablation), side by side in
-one run on the same model, target and located candidates (SmolLM2-135M-Instruct and the demo
-target by default). Both go through `remnant.concept_vectors.validate` with their settings; the
-first is main's schedule, its log-prob passes as fast as today's code makes one pass.
+"""Concept-vector validation speed: main's way before this engine (20 random vectors, one
+intervention per forward pass, every pass a full forward of the items, a greedy generation
+under every random vector) against the default (100 random vectors, each computed from the
+block it changes on (`remnant.models.resume`), `ValidateSettings.interventions_per_batch` of
+them per pass, greedy generation only for the baseline, the candidates and the set ablation),
+side by side in one run on the same model, target and located candidates (SmolLM2-135M-Instruct
+and the demo target by default). Both go through `remnant.concept_vectors.validate`; the first
+with its resumed passes replaced by full forwards (`FullForwards`), which keeps today's
+answer-position-only logits, so it is if anything faster than main was.
 
 Prints both wall times and the ratio (default / before), and checks that the vectors both runs
 measure (the candidates and the first 20 random vectors, drawn alike from the same seed) get
@@ -21,13 +23,32 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from unittest import mock
 
 import torch
 
 from remnant.concept_vectors import ValidateResult, ValidateSettings, locate, validate
 from remnant.concept_vectors.validate import InterventionScorer
 from remnant.models import load_model
+from remnant.models.resume import ResumedBatch
+from remnant.scoring.batching import padded_logits
 from remnant.targets import load_target
+
+
+class FullForwards(ResumedBatch):
+    """Every intervention computed by a full forward of the batch, as before resumed forwards."""
+
+    def __init__(self, model, ids, mask, starts, keep) -> None:
+        self.ids, self.mask = ids, mask
+        super().__init__(model, ids, mask, starts, keep)
+
+    def resume(self, start: int, copies: int = 1) -> torch.Tensor:
+        ids, mask = self.ids.repeat(copies, 1), self.mask.repeat(copies, 1)
+        return padded_logits(self.model, ids, mask, self.keep)
+
+    def _check(self) -> None:
+        """Nothing to check: nothing is resumed."""
+
 
 #: The built-in target of each embedded model (others: ``demo``).
 TARGETS = {"tiny-synthetic": "tiny-synthetic"}
@@ -60,7 +81,9 @@ def main() -> None:
     timed = {}
     for name, settings in (("before", before), ("default", new)):
         started = time.perf_counter()
-        result = validate.run(model, target, settings, located=located)
+        engine = FullForwards if name == "before" else ResumedBatch
+        with mock.patch.object(validate, "ResumedBatch", engine):
+            result = validate.run(model, target, settings, located=located)
         timed[name] = (time.perf_counter() - started, result)
         generations = sum(row["forget_accuracy"] is not None for row in result.random)
         generations += 1 + len(result.candidates) + 1 + settings.n_random_sets

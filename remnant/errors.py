@@ -29,6 +29,10 @@ class ToolchainError(RemnantError, RuntimeError):
     """The installed torch / transformers / TransformerLens compute a model wrongly."""
 
 
+class ResumeError(ToolchainError):
+    """Resuming a forward at a block does not reproduce the model's full forward."""
+
+
 class IncompatibleModelsError(RemnantError, ValueError):
     """Two models cannot be compared unit by unit (different architecture, sizes or tokenizer)."""
 

@@ -183,3 +183,52 @@ def test_tokens_are_counted_without_padding_or_the_cached_prefix(tiny):
     tiny.hf_model(input_ids=torch.tensor([[1, 2, 3]])).logits.sum().backward()
     tiny.hf_model.zero_grad(set_to_none=True)
     assert TOKENS.since(before) == {"forward": 3, "backward": 3}
+
+
+def _left_padded_batch():
+    from remnant.scoring.batching import pad
+
+    return pad([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10], [11, 12, 13, 14, 15]], 0, "left")
+
+
+def test_a_resumed_forward_equals_the_full_hooked_forward_for_every_intervention(tiny):
+    from remnant.concept_vectors.interventions import grouped_hooks, intervention_hooks
+    from remnant.models.accounting import TOKENS
+    from remnant.models.resume import ResumedBatch
+    from remnant.scoring.batching import padded_logits
+
+    ids, mask = _left_padded_batch()
+    batch = ResumedBatch(tiny, ids, mask, starts=[1, 2], keep=4)
+    interventions = [
+        intervention_hooks(tiny, [(2, 5), (3, 40)], "noise", sigma=0.5, seed=0),
+        [],
+        intervention_hooks(tiny, [(1, 7)], "zero", sigma=0.1, seed=0),
+    ]
+    full = []
+    for hooks in interventions:
+        with tiny.bridge.hooks(fwd_hooks=hooks):
+            full.append(padded_logits(tiny, ids, mask)[:, -4:])
+    assert (full[0] - full[1]).abs().max() > 1e-2 and (full[2] - full[1]).abs().max() > 1e-2
+    before = TOKENS.snapshot()
+    with tiny.bridge.hooks(fwd_hooks=grouped_hooks(interventions)):
+        resumed = batch.resume(1, copies=3)
+    torch.testing.assert_close(resumed, torch.cat(full), atol=1e-5, rtol=0)
+    # 15 real tokens, 3 copies, 3 of the 4 blocks run
+    assert TOKENS.since(before)["forward"] == round(15 * 3 * 3 / 4)
+    torch.testing.assert_close(batch.resume(4, copies=2), full[1].repeat(2, 1, 1))
+
+
+def test_a_model_whose_forward_is_more_than_its_blocks_cannot_be_resumed(tiny):
+    from remnant.errors import ResumeError
+    from remnant.models.resume import ResumedBatch
+
+    ids, mask = _left_padded_batch()
+    # a forward that rescales its logits after the unembedding, as a logit soft-cap would
+    handle = tiny.hf_model.register_forward_hook(
+        lambda module, args, out: out.__class__(logits=out.logits * 0.5)
+    )
+    try:
+        with pytest.raises(ResumeError, match="cannot be resumed"):
+            ResumedBatch(tiny, ids, mask, starts=[2], keep=2)
+    finally:
+        handle.remove()

@@ -51,6 +51,7 @@ from remnant.concept_vectors.locate import LocateResult, LocateSettings
 from remnant.concept_vectors.vectors import VectorRef, random_vectors
 from remnant.errors import ConceptVectorError
 from remnant.models.model import Model
+from remnant.models.resume import ResumedBatch
 from remnant.results import Result
 from remnant.scoring import (
     ScoringSettings,
@@ -60,9 +61,8 @@ from remnant.scoring import (
     generate,
     is_correct,
     resolve_style,
-    sequence_logprobs,
 )
-from remnant.scoring.batching import length_batches
+from remnant.scoring.batching import ending_logprobs, length_batches, pad
 from remnant.scoring.statistics import rounded
 from remnant.settings import Constraint, InstanceOf, Interval, OneOf
 from remnant.targets.model import Target
@@ -245,39 +245,47 @@ class InterventionScorer:
         ]
 
     def logprobs(self, interventions: Sequence[Sequence[VectorRef]]) -> list[dict[str, float]]:
-        """Mean answer log-prob (nats) of the forget and retain items under each intervention;
-        ``interventions_per_batch`` of them share each forward pass, rows grouped by
-        intervention (`grouped_hooks`), each group holding the same items of similar length."""
-        n, batch_size = len(self.prompts), self.settings.batch_size
-        per_pass = min(self.settings.interventions_per_batch, batch_size)
+        """Mean answer log-prob (nats) of the forget and retain items under each intervention.
+
+        The items run unmodified once per batch (`ResumedBatch`); each intervention is then
+        computed from the first block it changes, ``interventions_per_batch`` of them per
+        resumed pass (sorted by that block, rows grouped by intervention: `grouped_hooks`)."""
+        model, n_layers = self.model, self.model.n_layers
+        per_pass = min(self.settings.interventions_per_batch, self.settings.batch_size)
+        starts = [
+            min((layer for layer, _ in vectors), default=n_layers) for vectors in interventions
+        ]
+        order = sorted(range(len(interventions)), key=starts.__getitem__)
+        chunks = [order[first : first + per_pass] for first in range(0, len(order), per_pass)]
+        hooks = [grouped_hooks([self._hooks(interventions[j]) for j in chunk]) for chunk in chunks]
+        sums = np.zeros((len(interventions), len(self.prompts)))
         lengths = [len(p) + len(a) for p, a in zip(self.prompts, self.answers)]
-        out = []
-        for first in range(0, len(interventions), per_pass):
-            chunk = interventions[first : first + per_pass]
-            k = len(chunk)
-            hooks = grouped_hooks([self._hooks(vectors) for vectors in chunk])
-            batches = [
-                [g * n + i for g in range(k) for i in items]
-                for items in length_batches(lengths, batch_size // k)
-            ]
-            with torch.no_grad(), self.model.bridge.hooks(fwd_hooks=hooks):
-                logprobs = sequence_logprobs(
-                    self.model,
-                    self.prompts * k,
-                    self.answers * k,
-                    padding_side="left",
-                    batches=batches,
-                )
-            sums = np.array([lp.sum() for lp in logprobs]).reshape(k, n)
-            out += [
-                {
-                    "forget_logprob": rounded(row[: self.n_forget].mean()),
-                    "retain_logprob": rounded(row[self.n_forget :].mean()),
-                }
-                for row in sums
-            ]
-            log.info("log-probs under %d of %d interventions", len(out), len(interventions))
-        return out
+        done = 0
+        for items in length_batches(lengths, max(1, self.settings.batch_size // per_pass)):
+            answers = [len(self.answers[i]) for i in items]
+            ids, mask = pad(
+                [list(self.prompts[i]) + list(self.answers[i]) for i in items],
+                model.tokenizer.pad_token_id,
+                "left",
+            )
+            batch = ResumedBatch(model, ids, mask, [starts[c[0]] for c in chunks], 1 + max(answers))
+            for chunk, chunk_hooks in zip(chunks, hooks):
+                with model.bridge.hooks(fwd_hooks=chunk_hooks):
+                    logits = batch.resume(starts[chunk[0]], len(chunk))
+                rows = ending_logprobs(logits, ids.repeat(len(chunk), 1), answers * len(chunk))
+                for g, j in enumerate(chunk):
+                    sums[j, items] = [
+                        lp.sum() for lp in rows[g * len(items) : (g + 1) * len(items)]
+                    ]
+            done += len(items)
+            log.info("log-probs under every intervention: %d of %d items", done, len(lengths))
+        return [
+            {
+                "forget_logprob": rounded(row[: self.n_forget].mean()),
+                "retain_logprob": rounded(row[self.n_forget :].mean()),
+            }
+            for row in sums
+        ]
 
     def accuracy(self, vectors: Sequence[VectorRef]) -> dict[str, float]:
         """Greedy accuracy (alias match) of the forget and retain items with ``vectors``

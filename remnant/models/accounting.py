@@ -3,8 +3,10 @@
 Every model `remnant.models.load_model` loads counts its forward passes (a hook on the Hugging
 Face model, which every forward takes: plain calls, ``generate``'s steps and the bridge's
 hooked runs): the new tokens of each row, without padding (a cached decoding step counts its one
-new token, not the prefix it attends to). A forward run with gradients enabled is counted as
-backward tokens as well: a backward pass follows it (fine-tuning, soft prompts, attribution).
+new token, not the prefix it attends to). A forward resumed at block L runs only blocks L.. and
+counts as that fraction of its tokens (`count_resumed`). A forward run with gradients enabled
+is counted as backward tokens as well: a backward pass follows it (fine-tuning, soft prompts,
+attribution).
 A stage's cost floor is then its tokens over the rate of a plain batched forward measured on
 the same machine (`bench/audit_budget.py`).
 """
@@ -42,6 +44,12 @@ TOKENS = TokenCount()
 def count_tokens(hf_model: torch.nn.Module) -> None:
     """Count every forward of ``hf_model`` in `TOKENS`."""
     hf_model.register_forward_pre_hook(_count, with_kwargs=True)
+
+
+def count_resumed(tokens: int, blocks_run: int, n_layers: int) -> None:
+    """Count a forward resumed at a block (`remnant.models.resume`): ``tokens`` pushed through
+    ``blocks_run`` of the ``n_layers`` blocks, as that fraction of tokens."""
+    TOKENS.forward += round(tokens * blocks_run / n_layers)
 
 
 def _count(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ Prompts are grouped by length (less padding) into batches; every call runs throu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -64,33 +64,40 @@ def sequence_logprobs(
     *,
     batch_size: int = 16,
     padding_side: str = "right",
-    batches: Iterable[Sequence[int]] | None = None,
 ) -> list[np.ndarray]:
-    """Per-token log-probabilities (natural log) of each continuation given its prompt.
-
-    ``batches``: the rows of each forward pass, in the order the batch holds them (default:
-    `length_batches` of ``batch_size``). With left padding every continuation ends its row, so
-    logits are computed for the continuations' positions only."""
+    """Per-token log-probabilities (natural log) of each continuation given its prompt; with
+    left padding every continuation ends its row, so only its positions' logits are computed."""
     rows = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids)]
     out: list[np.ndarray] = [np.zeros(0)] * len(rows)
     pad_id = model.tokenizer.pad_token_id
     left = padding_side == "left"
-    if batches is None:
-        batches = length_batches([len(r) for r in rows], batch_size)
-    for batch in batches:
+    for batch in length_batches([len(r) for r in rows], batch_size):
         ids, mask = pad([rows[i] for i in batch], pad_id, padding_side)
-        keep = 1 + max(len(continuation_ids[i]) for i in batch) if left else 0
-        logits = padded_logits(model, ids, mask, keep)
-        first = ids.shape[1] - logits.shape[1]  # the position of logits[:, 0]
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+        lengths = [len(continuation_ids[i]) for i in batch]
+        if left:
+            logits = padded_logits(model, ids, mask, 1 + max(lengths))
+            for i, logprobs in zip(batch, ending_logprobs(logits, ids, lengths)):
+                out[i] = logprobs
+            continue
+        logprobs = torch.log_softmax(padded_logits(model, ids, mask)[:, :-1], dim=-1)
         for row, i in enumerate(batch):
-            n_prompt, n_cont = len(prompt_ids[i]), len(continuation_ids[i])
-            offset = ids.shape[1] - len(rows[i]) if left else 0
-            start = offset + n_prompt - 1
-            targets = ids[row, start + 1 : start + 1 + n_cont].to(logprobs.device)
-            picked = logprobs[row, start - first : start - first + n_cont]
+            start = len(prompt_ids[i]) - 1
+            targets = ids[row, start + 1 : start + 1 + lengths[row]].to(logprobs.device)
+            picked = logprobs[row, start : start + lengths[row]]
             out[i] = picked.gather(-1, targets[:, None])[:, 0].cpu().numpy().astype(np.float64)
     return out
+
+
+def ending_logprobs(
+    logits: torch.Tensor, ids: torch.Tensor, lengths: Sequence[int]
+) -> list[np.ndarray]:
+    """Per-token log-probabilities (natural log) of the last ``lengths[r]`` tokens of each
+    left-padded row r of ``ids``, from the logits of the rows' last positions (at least
+    ``lengths[r] + 1`` of them)."""
+    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+    targets = ids[:, ids.shape[1] - logprobs.shape[1] :].to(logprobs.device)
+    picked = logprobs.gather(-1, targets[..., None])[..., 0].cpu().numpy().astype(np.float64)
+    return [row[len(row) - n :] for row, n in zip(picked, lengths)]
 
 
 #: Greedy generations kept in this process (`generate` with ``cached=True``).
