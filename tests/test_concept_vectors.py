@@ -384,3 +384,63 @@ def test_ablate_top_located_vectors_with_noise(target, tmp_path):
         AblateSettings(vectors=[(0, 1)], mode="noise", sigma=0.0)
     with pytest.raises(ConceptVectorError, match="no value vector"):
         ablate.run("tiny-synthetic", target, AblateSettings(vectors=[(9, 1)]), out=tmp_path / "x")
+
+
+def test_attribution_is_the_first_order_effect_of_zeroing_a_neuron(tiny, target):
+    from remnant.concept_vectors.attribution import estimated_drops
+    from remnant.scoring import encode_answers, encode_prompts, format_prompt, resolve_style
+
+    items = target.forget[:5]
+    drops, _ = estimated_drops(tiny, items, "auto", batch_size=2)  # three passes
+    style = resolve_style(tiny, "auto")
+    prompts = encode_prompts(tiny, [format_prompt(tiny, i.question, style) for i in items], style)
+    answers = encode_answers(tiny, [i.answer for i in items], style)
+
+    def mean_logprob(layer: int, index: int, scale: float) -> float:
+        def hook(act, hook):
+            act = act.clone()
+            act[..., index] *= scale
+            return act
+
+        with (
+            torch.no_grad(),
+            tiny.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", hook)]),
+        ):
+            return float(np.mean([lp.sum() for lp in sequence_logprobs(tiny, prompts, answers)]))
+
+    # d log p / d scale at scale 1 (central difference) is activation x gradient summed
+    eps = 1e-2
+    for flat in drops.abs().flatten().topk(3).indices.tolist():
+        layer, index = divmod(flat, tiny.d_mlp)
+        slope = (mean_logprob(layer, index, 1 + eps) - mean_logprob(layer, index, 1 - eps)) / (
+            2 * eps
+        )
+        assert float(drops[layer, index]) == pytest.approx(slope, rel=2e-2, abs=1e-5)
+    assert float(drops.abs().max()) > 1e-3  # the estimates are not all zero
+
+
+def test_attribution_located_vectors_are_validated_on_items_the_ranking_did_not_read(tiny, target):
+    from remnant.concept_vectors.attribution import attribution_scores
+    from remnant.concept_vectors.locate import fit_half
+
+    settings = ValidateSettings(
+        n_candidates=2,
+        n_random=20,
+        n_random_sets=1,
+        locate=LocateSettings(method="attribution", n_candidates=5),
+        **FAST,
+    )
+    located = locate.run(tiny, target, settings.locate)
+    forget, retain = fit_half(target, 0)
+    assert located.fitted_on == [i.question for i in (*forget, *retain)]
+    assert 0 < len(forget) < len(target.forget) and len(retain) == len(target.retain) // 2
+    scores, signs = attribution_scores(tiny, forget, retain)
+    best = scores.flatten().topk(5).indices.tolist()
+    assert located.vectors() == [divmod(f, tiny.d_mlp) for f in best]
+    for c in located.candidates:
+        assert c["score"] == pytest.approx(float(scores[c["layer"], c["index"]]), abs=1e-6)
+        assert c["sign"] == int(signs[c["layer"], c["index"]])
+    checked = validate.run(tiny, target, settings, located=located)
+    assert checked.n_forget == len(target.forget) - len(forget)
+    assert checked.n_retain == len(target.retain) - len(retain)
+    assert LocateResult.from_json(located.to_json()) == located

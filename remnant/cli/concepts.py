@@ -29,6 +29,10 @@ def concepts(
     random: Annotated[
         int, typer.Option(min=20, help="Random value vectors as the reference.")
     ] = 100,
+    method: Annotated[
+        Literal["projection", "attribution"],
+        typer.Option("--locate", help="How vectors are ranked: projection or attribution."),
+    ] = "projection",
     mode: ModeOption = "zero",
     sigma: SigmaOption = 0.1,
     prompt_style: options.PromptStyleOption = "auto",
@@ -38,9 +42,12 @@ def concepts(
 ) -> None:
     """Concept vectors: locate, validate causally, compare with unlearned models.
 
-    Value vectors are located by vocabulary projection, validated by ablation against random
-    vectors, and compared with the same vectors of each unlearned model."""
+    Value vectors are located by vocabulary projection (or by attribution: the estimated effect
+    of zeroing each on the forget answers, read on half the items), validated by ablation
+    against random vectors (on the items the ranking did not read), and compared with the same
+    vectors of each unlearned model."""
     from remnant.concept_vectors import CompareSettings, ValidateSettings, compare, locate, validate
+    from remnant.concept_vectors.locate import LocateSettings
     from remnant.reports.figures.concept_vectors import (
         comparison,
         located_by_layer,
@@ -49,11 +56,11 @@ def concepts(
 
     settings = ValidateSettings(
         n_candidates=candidates, mode=mode, sigma=sigma, n_random=random, seed=seed,
-        prompt_style=prompt_style,
+        prompt_style=prompt_style, locate=LocateSettings(method=method, seed=seed),
     )  # fmt: skip
     loaded = options.load(model, device=device, dtype=dtype)
     chosen = options.load_target_for(target, format, loaded, settings, concept)
-    located = locate.run(loaded, chosen, settings.locate)
+    located = locate.run(loaded, chosen, settings.locate, prompt_style=prompt_style)
     render.save(out, "locate", located, located_by_layer(located))
     checked = validate.run(loaded, chosen, settings, located=located)
     render.save(out, "validate", checked, validation_drops(checked))

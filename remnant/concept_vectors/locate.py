@@ -31,6 +31,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
+from remnant.attacks.protocol import split_forget
+from remnant.concept_vectors.attribution import SCORE_DEFINITION as ATTRIBUTION_DEFINITION
+from remnant.concept_vectors.attribution import attribution_scores
 from remnant.concept_vectors.tokens import TokenSets, token_sets
 from remnant.concept_vectors.vectors import (
     VectorRef,
@@ -42,9 +45,10 @@ from remnant.concept_vectors.vectors import (
 from remnant.errors import ConceptVectorError
 from remnant.models.model import Model
 from remnant.results import Result
+from remnant.scoring.prompts import PromptStyle
 from remnant.scoring.statistics import rounded
 from remnant.settings import Constraint, InstanceOf, Interval, OneOf, Settings
-from remnant.targets.model import Target
+from remnant.targets.model import QAItem, Target
 
 SCORE_DEFINITION = (
     "f_C - (|C|/|B|) * f_B, where f_X is the softmax mass of the vector's top-k vocabulary "
@@ -89,6 +93,9 @@ class LocateSettings(Settings):
         "n_show": Interval(int, 1),
         "layers": Layers(),
         "chunk": Interval(int, 1),
+        "method": OneOf(("projection", "attribution")),
+        "batch_size": Interval(int, 1),
+        "seed": InstanceOf(int),
     }
 
     top_k: int = 200
@@ -111,13 +118,23 @@ class LocateSettings(Settings):
     """Which layers to search (None: all)."""
     chunk: int = 4096
     """Value vectors per matmul (bounds memory at chunk x vocab floats)."""
+    method: Literal["projection", "attribution"] = "projection"
+    """How vectors are ranked: ``projection``, by concept score (module docstring);
+    ``attribution``, by the estimated effect of zeroing them on the forget answers
+    (`remnant.concept_vectors.attribution`), computed on a seeded half of the items."""
+    batch_size: int = 16
+    """Items per forward and backward pass (``attribution``)."""
+    seed: int = 0
+    """Seed of the half of the items ``attribution`` is computed on."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LocateResult(Result):
-    """Value vectors ranked by concept score (unitless, see ``score_definition``)."""
+    """Value vectors ranked by concept score (unitless) or by attribution (nats per item), as
+    ``score_definition`` says."""
 
     kind = "locate"
+    schema_version = 2
 
     model: dict[str, Any]
     """Identity of the searched model (name, source, content hash, shape)."""
@@ -146,6 +163,9 @@ class LocateResult(Result):
     and the mean of all scores there."""
     score_quantiles: dict[str, float]
     """Quantiles (50, 90, 99, 99.9) of every searched vector's score."""
+    fitted_on: list[str] | None
+    """Questions of the items whose answers the ranking read (``attribution``: its fit half;
+    validation scores the others); None for ``projection``, which reads token sets only."""
 
     def summary(self, n: int = 5) -> list[dict[str, Any]]:
         """The ``n`` best candidates: layer, index, sign and score."""
@@ -222,8 +242,16 @@ def layer_scores(
     return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
-def run(model: Model, target: Target, settings: LocateSettings = LocateSettings()) -> LocateResult:
-    """Rank every value vector of the searched layers by concept score (see module docstring)."""
+def run(
+    model: Model,
+    target: Target,
+    settings: LocateSettings = LocateSettings(),
+    *,
+    prompt_style: PromptStyle = "auto",
+) -> LocateResult:
+    """Rank every value vector of the searched layers by concept score (see module docstring)
+    or, with ``method="attribution"``, by attribution on a seeded half of the items, prompted in
+    ``prompt_style`` (`remnant.concept_vectors.attribution`)."""
     layers = list(range(model.n_layers)) if settings.layers is None else list(settings.layers)
     if not all(0 <= layer < model.n_layers for layer in layers):
         raise ConceptVectorError(
@@ -236,26 +264,41 @@ def run(model: Model, target: Target, settings: LocateSettings = LocateSettings(
         )
     sets = token_sets(model.tokenizer, target, settings.min_chars, settings.min_texts)
     lookup = TokenLookup(sets, matrix.shape[1])
-    with torch.no_grad():
-        per_layer = [layer_scores(model, layer, lookup, settings) for layer in layers]
-    scores = torch.stack([s["score"] for s in per_layer])  # (n_layers, d_mlp)
-    ranked = torch.stack([s["n_words"] for s in per_layer]) >= settings.min_words
+    fitted_on = None
+    if settings.method == "attribution":
+        forget, retain = fit_half(target, settings.seed)
+        all_scores, all_signs = attribution_scores(
+            model, forget, retain, prompt_style, settings.batch_size
+        )
+        scores, signs = all_scores[layers], all_signs[layers]
+        ranked = torch.ones_like(scores, dtype=torch.bool)
+        fitted_on = [item.question for item in (*forget, *retain)]
+        definition = ATTRIBUTION_DEFINITION
+    else:
+        with torch.no_grad():
+            per_layer = [layer_scores(model, layer, lookup, settings) for layer in layers]
+        scores = torch.stack([s["score"] for s in per_layer])  # (n_layers, d_mlp)
+        signs = torch.stack([s["sign"] for s in per_layer])
+        ranked = torch.stack([s["n_words"] for s in per_layer]) >= settings.min_words
+        definition = SCORE_DEFINITION
     key = torch.where(ranked, scores, torch.full_like(scores, -torch.inf)).flatten()
     n = min(settings.n_candidates, int(ranked.sum()))
     best = torch.topk(key, n).indices.tolist()
-    refs = [(layers[f // scores.shape[1]], f % scores.shape[1]) for f in best]
+    width = scores.shape[1]
+    refs = [(layers[f // width], f % width) for f in best]
+    chosen = [(float(scores.flatten()[f]), int(signs.flatten()[f])) for f in best]
     flat = scores.flatten().numpy().astype(np.float64)
     quantiles = np.quantile(flat, [0.5, 0.9, 0.99, 0.999])
     return LocateResult(
         model=model.identity(),
         target=target.name,
         settings=settings.record(layers=layers),
-        score_definition=SCORE_DEFINITION,
+        score_definition=definition,
         n_concept_tokens=len(sets.concept),
         n_background_tokens=len(sets.background),
         concept_tokens=sorted(model.tokenizer.batch_decode([[i] for i in sorted(sets.concept)])),
         n_ranked=int(ranked.sum()),
-        candidates=_describe(model, refs, per_layer, layers, lookup, settings),
+        candidates=_describe(model, refs, chosen, lookup, settings),
         layers=[
             {
                 "layer": layer,
@@ -266,26 +309,34 @@ def run(model: Model, target: Target, settings: LocateSettings = LocateSettings(
             for layer, row, ok in zip(layers, scores, ranked)
         ],
         score_quantiles={key: rounded(q) for key, q in zip(("50", "90", "99", "99.9"), quantiles)},
+        fitted_on=fitted_on,
     )
+
+
+def fit_half(target: Target, seed: int) -> tuple[tuple[QAItem, ...], tuple[QAItem, ...]]:
+    """The items attribution reads: the fit side of `split_forget` (whole entity groups, about
+    half the forget items) and every other retain item (the first, third, ...)."""
+    return split_forget(target, 0.5, seed).fit, tuple(target.retain[::2])
 
 
 def _describe(
     model: Model,
     refs: Sequence[VectorRef],
-    per_layer: Sequence[dict[str, torch.Tensor]],
-    layers: Sequence[int],
+    chosen: Sequence[tuple[float, int]],
     lookup: TokenLookup,
     settings: LocateSettings,
 ) -> list[dict[str, Any]]:
-    """One plain dict per candidate, with its decoded top tokens and concept hits."""
-    signs = [int(per_layer[layers.index(layer)]["sign"][index]) for layer, index in refs]
+    """One plain dict per candidate (its ranking score and sign, as ``chosen`` gives them), with
+    the vocabulary projection of the vector at that sign: its concept and background fractions,
+    concept tokens and words in its top k, decoded top tokens and concept hits."""
+    signs = [sign for _, sign in chosen]
     oriented = gather_vectors(model, refs) * torch.tensor(signs, dtype=torch.float32)[:, None]
-    _, top_ids = top_tokens(model, oriented, settings.top_k, settings.apply_final_norm)
+    top_logits, top_ids = top_tokens(model, oriented, settings.top_k, settings.apply_final_norm)
+    projected = score_topk(top_logits, top_ids, lookup)
     decode = model.tokenizer.batch_decode
     out = []
-    rows = zip(refs, signs, top_ids.tolist(), oriented)
-    for rank, ((layer, index), sign, ids, vector) in enumerate(rows):
-        parts = per_layer[layers.index(layer)]
+    rows = zip(refs, chosen, top_ids.tolist(), oriented)
+    for rank, ((layer, index), (score, sign), ids, vector) in enumerate(rows):
         hits = [i for i in ids if i in lookup.sets.concept]
         out.append(
             {
@@ -293,11 +344,11 @@ def _describe(
                 "layer": layer,
                 "index": index,
                 "sign": sign,
-                "score": rounded(parts["score"][index]),
-                "concept_fraction": rounded(parts["concept_fraction"][index]),
-                "background_fraction": rounded(parts["background_fraction"][index]),
-                "n_concept_in_top_k": int(parts["n_concept"][index]),
-                "n_concept_words": int(parts["n_words"][index]),
+                "score": rounded(score),
+                "concept_fraction": rounded(projected["concept_fraction"][rank]),
+                "background_fraction": rounded(projected["background_fraction"][rank]),
+                "n_concept_in_top_k": int(projected["n_concept"][rank]),
+                "n_concept_words": int(projected["n_words"][rank]),
                 "norm": rounded(vector.norm()),
                 "top_tokens": decode([[i] for i in ids[: settings.n_show]]),
                 "concept_hits": decode([[i] for i in hits[: settings.n_show]]),

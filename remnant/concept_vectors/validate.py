@@ -318,10 +318,12 @@ def run(
     *,
     located: LocateResult | None = None,
 ) -> ValidateResult:
-    """Test the top located vectors causally against random ones (see module docstring).
-    ``located`` defaults to `locate.run` with ``settings.locate``; it must come from this
-    model."""
-    located = located or locate.run(model, target, settings.locate)
+    """Test the top located vectors causally against random ones (see module docstring), on
+    the items the ranking did not read (`unread`). ``located`` defaults to `locate.run` with
+    ``settings.locate``; it must come from this model."""
+    located = located or locate.run(
+        model, target, settings.locate, prompt_style=settings.prompt_style
+    )
     if located.model["content_hash"] != model.content_hash:
         raise ConceptVectorError(
             f"the located vectors come from model {located.model['name']} "
@@ -335,7 +337,7 @@ def run(
             f"tokens hold {located.settings['min_words']} concept words; lower min_words or give "
             "the target more specific keywords and answers"
         )
-    scorer = InterventionScorer(model, target, settings)
+    scorer = InterventionScorer(model, unread(target, located), settings)
     rng = np.random.default_rng(settings.seed)
     refs = [(c["layer"], c["index"]) for c in chosen]
     layers = [layer for layer, _ in refs]
@@ -409,6 +411,20 @@ def run(
         n_validated=len(validated_refs),
         expected_false_positives=rounded(len(refs) * (1 - settings.percentile / 100)),
         set_ablation=set_ablation,
+    )
+
+
+def unread(target: Target, located: LocateResult) -> Target:
+    """``target`` without the items whose answers ranked the located vectors
+    (``located.fitted_on``), so that validation judges the ranking on items it did not read."""
+    if not located.fitted_on:
+        return target
+    read = set(located.fitted_on)
+    return target.model_copy(
+        update={
+            "forget": [i for i in target.forget if i.question not in read],
+            "retain": [i for i in target.retain if i.question not in read],
+        }
     )
 
 

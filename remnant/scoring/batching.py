@@ -88,15 +88,21 @@ def sequence_logprobs(
     return out
 
 
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities (natural log; B, W - 1) of the last W - 1 tokens of each row of ``ids``
+    from ``logits`` (B, W, vocab) of the rows' last W positions; differentiable."""
+    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+    targets = ids[:, ids.shape[1] - logprobs.shape[1] :].to(logprobs.device)
+    return logprobs.gather(-1, targets[..., None])[..., 0]
+
+
 def ending_logprobs(
     logits: torch.Tensor, ids: torch.Tensor, lengths: Sequence[int]
 ) -> list[np.ndarray]:
     """Per-token log-probabilities (natural log) of the last ``lengths[r]`` tokens of each
     left-padded row r of ``ids``, from the logits of the rows' last positions (at least
     ``lengths[r] + 1`` of them)."""
-    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-    targets = ids[:, ids.shape[1] - logprobs.shape[1] :].to(logprobs.device)
-    picked = logprobs.gather(-1, targets[..., None])[..., 0].cpu().numpy().astype(np.float64)
+    picked = token_logprobs(logits, ids).detach().cpu().numpy().astype(np.float64)
     return [row[len(row) - n :] for row, n in zip(picked, lengths)]
 
 
