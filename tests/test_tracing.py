@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import types
+from functools import partial
 
 import numpy as np
 import pytest
@@ -128,12 +129,12 @@ def test_zero_noise_gives_zero_indirect_effect(tiny, tiny_target):
         np.testing.assert_allclose(traced["scores"][site], traced["clean_prob"], atol=1e-6)
 
 
-def test_batched_trace_equals_one_forward_per_cell(tiny, fact):
+def _one_run_per_cell(tiny, fact, seed):
+    """The clean run's activations, and a function giving the mean answer probability over
+    2 noise samples (std 0.4, as `trace_fact` draws them) of the fact's prompt under hooks."""
     item, prompt, answer_id = fact
-    settings = TraceSettings(n_samples=2, window=2, batch_size=7)
-    traced = trace_fact(tiny, item, item.subject, 0.4, settings)
     start, end = prompt.subject_span
-    noise = corruption_noise(item.question, 2, end - start, tiny.d_model, 0.4, settings.seed)
+    noise = corruption_noise(item.question, 2, end - start, tiny.d_model, 0.4, seed)
     tokens = torch.tensor([prompt.ids])
     with torch.no_grad():
         _, cache = tiny.bridge.run_with_cache(tokens)
@@ -145,9 +146,17 @@ def test_batched_trace_equals_one_forward_per_cell(tiny, fact):
 
     def run(hooks):
         with torch.no_grad(), tiny.bridge.hooks(fwd_hooks=[("embed.hook_out", corrupt), *hooks]):
-            logits = tiny.hf_model(tokens.expand(2, -1)).logits[:, -1]
+            logits = tiny.hf_model(tokens.expand(2, -1)).logits[:, -1].double()
         return float(torch.softmax(logits, -1)[:, answer_id].mean())
 
+    return cache, run
+
+
+def test_batched_trace_equals_one_forward_per_cell(tiny, fact):
+    item, prompt, answer_id = fact
+    settings = TraceSettings(n_samples=2, window=2, batch_size=7)
+    traced = trace_fact(tiny, item, item.subject, 0.4, settings)
+    cache, run = _one_run_per_cell(tiny, fact, settings.seed)
     assert traced["corrupted_prob"] == pytest.approx(run([]), abs=1e-5)
     for site in SITES:
         names = site_hooks(tiny)[site]
@@ -163,6 +172,37 @@ def test_batched_trace_equals_one_forward_per_cell(tiny, fact):
                 expected = run([(names[j], restore) for j in restored if j >= 0])
                 got = traced["scores"][site][position][layer]
                 assert got == pytest.approx(expected, abs=1e-5), (site, position, layer)
+
+
+def test_attribution_trace_is_the_slope_of_a_partial_restoration(tiny, fact):
+    item, prompt, answer_id = fact
+    settings = TraceSettings(n_samples=2, window=2, method="attribution")
+    traced = trace_fact(tiny, item, item.subject, 0.4, settings)
+    start, end = prompt.subject_span
+    cache, run = _one_run_per_cell(tiny, fact, settings.seed)
+    assert traced["corrupted_prob"] == pytest.approx(run([]), abs=1e-5)
+    eps, slopes = 1e-3, []
+    for site in SITES:
+        names = site_hooks(tiny)[site]
+        for position in (0, start, end - 1, len(prompt.ids) - 1):
+            for layer in (0, 2, 3):
+                partly = [layer] if site == "resid" else [layer - 1, layer]
+
+                def restore(tensor, hook, position=position, alpha=0.0):
+                    tensor = tensor.clone()
+                    clean = cache[hook.name][0, position]
+                    tensor[:, position] += alpha * (clean - tensor[:, position])
+                    return tensor
+
+                up, down = (
+                    run([(names[j], partial(restore, alpha=a)) for j in partly if j >= 0])
+                    for a in (eps, -eps)
+                )
+                slope = (up - down) / (2 * eps)
+                estimate = traced["scores"][site][position][layer] - traced["corrupted_prob"]
+                assert estimate == pytest.approx(slope, rel=2e-2, abs=2e-4), (site, position, layer)
+                slopes.append(abs(slope))
+    assert max(slopes) > 0.05  # some restorations matter, so the comparison has teeth
 
 
 def test_trace_result_is_deterministic_and_round_trips(tiny, tiny_target, trace):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -26,6 +26,13 @@ def trace(
         int, typer.Option(min=1, help="Layers restored together for MLP / attention.")
     ] = 10,
     max_facts: MaxFacts = None,
+    method: Annotated[
+        Literal["exact", "attribution"],
+        typer.Option(
+            help="exact: run every restoration; attribution: estimate them all from one forward "
+            "and backward pass per fact (first order)."
+        ),
+    ] = "exact",
     context: options.ContextOption = "generation",
     figures: Annotated[int, typer.Option(min=0, help="Per-fact heatmap figures to draw.")] = 5,
     prompt_style: options.PromptStyleOption = "auto",
@@ -42,6 +49,7 @@ def trace(
     settings = TraceSettings(
         noise_multiplier=noise, n_samples=samples, window=window, seed=seed,
         batch_size=batch_size, max_facts=max_facts, prompt_style=prompt_style, context=context,
+        method=method,
     )  # fmt: skip
     loaded = options.load(model, device=device, dtype=dtype)
     chosen = options.load_target_for(target, format, loaded, settings, concept)

@@ -18,12 +18,11 @@ those same items would be judged in-sample. It is computed on a seeded half: the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 
+from remnant.models.gradients import activation_gradients
 from remnant.models.model import Model
-from remnant.probes.activations import hook_names
 from remnant.scoring import encode_answers, encode_prompts, format_prompt, resolve_style
 from remnant.scoring.batching import length_batches, pad, token_logprobs
 from remnant.scoring.prompts import PromptStyle
@@ -50,49 +49,31 @@ def estimated_drops(
     names = [f"blocks.{layer}.mlp.hook_post" for layer in range(model.n_layers)]
     drops = torch.zeros(model.n_layers, model.d_mlp)
     activation = torch.zeros(model.n_layers, model.d_mlp)
-    kept: dict[str, torch.Tensor] = {}
+    lengths = [len(p) + len(a) for p, a in zip(prompts, answers)]
+    for batch in length_batches(lengths, batch_size):
+        n_answer = [len(answers[i]) for i in batch]
+        ids, mask = pad(
+            [prompts[i] + answers[i] for i in batch], model.tokenizer.pad_token_id, "left"
+        )
 
-    def keep(tensor: torch.Tensor, hook, name: str) -> torch.Tensor:
-        tensor.retain_grad()
-        kept[name] = tensor
-        return tensor
+        def answer_logprob(ids=ids, mask=mask, n_answer=n_answer) -> torch.Tensor:
+            logits = model.hf_model(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
+                use_cache=False,
+                logits_to_keep=1 + max(n_answer),
+            ).logits.float()
+            picked = token_logprobs(logits, ids)
+            width = picked.shape[1]
+            answer = torch.arange(width)[None, :] >= width - torch.tensor(n_answer)[:, None]
+            return picked[answer.to(picked.device)].sum()
 
-    def track(tensor: torch.Tensor, hook) -> torch.Tensor:
-        return tensor.requires_grad_(True)
-
-    hooks = [(hook_names(model, "resid")[0], track)] + [
-        (name, partial(keep, name=name)) for name in names
-    ]
-    parameters = [p for p in model.hf_model.parameters() if p.requires_grad]
-    for p in parameters:
-        p.requires_grad_(False)  # gradients of the activations only
-    try:
-        lengths = [len(p) + len(a) for p, a in zip(prompts, answers)]
-        for batch in length_batches(lengths, batch_size):
-            n_answer = [len(answers[i]) for i in batch]
-            ids, mask = pad(
-                [prompts[i] + answers[i] for i in batch], model.tokenizer.pad_token_id, "left"
-            )
-            with torch.enable_grad(), model.bridge.hooks(fwd_hooks=hooks):
-                logits = model.hf_model(
-                    input_ids=ids.to(model.device),
-                    attention_mask=mask.to(model.device),
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
-                    use_cache=False,
-                    logits_to_keep=1 + max(n_answer),
-                ).logits.float()
-                picked = token_logprobs(logits, ids)
-                width = picked.shape[1]
-                answer = torch.arange(width)[None, :] >= width - torch.tensor(n_answer)[:, None]
-                picked[answer.to(picked.device)].sum().backward()
-            for layer, name in enumerate(names):
-                act = kept[name].detach()
-                drops[layer] += (act * kept[name].grad).sum((0, 1)).float().cpu()
-                activation[layer] += act.sum((0, 1)).float().cpu()
-            kept.clear()
-    finally:
-        for p in parameters:
-            p.requires_grad_(True)
+        grads = activation_gradients(model, names, answer_logprob)
+        for layer, name in enumerate(names):
+            act, grad = grads[name]
+            drops[layer] += (act * grad).sum((0, 1)).float().cpu()
+            activation[layer] += act.sum((0, 1)).float().cpu()
     return drops / len(items), activation
 
 

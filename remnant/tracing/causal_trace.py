@@ -36,7 +36,7 @@ from remnant.progress import progress_bar
 from remnant.results import Result
 from remnant.scoring import AnswerContext, answer_contexts, resolve_style
 from remnant.scoring.statistics import bootstrap_ci, rounded
-from remnant.settings import Constraint, Interval
+from remnant.settings import Constraint, Interval, OneOf
 from remnant.targets.model import QAItem, Target
 from remnant.tracing.facts import FactSettings, fact_contexts, known_items
 from remnant.tracing.patching import (
@@ -45,6 +45,7 @@ from remnant.tracing.patching import (
     PreparedPrompt,
     Rows,
     all_site_hooks,
+    attribution_effects,
     patched_probs,
 )
 from remnant.tracing.subjects import subject_candidates
@@ -79,6 +80,7 @@ class TraceSettings(FactSettings):
         "noise_multiplier": Interval(float, 0),
         "n_samples": Interval(int, 1),
         "window": Interval(int, 1),
+        "method": OneOf(("exact", "attribution")),
     }
 
     noise_multiplier: float = 3.0
@@ -88,6 +90,11 @@ class TraceSettings(FactSettings):
     """Noise draws per fact (seeded by ``seed`` and the question)."""
     window: int = 10
     """Layers restored together for the MLP and attention sites, centred on each layer."""
+    method: Literal["exact", "attribution"] = "exact"
+    """``exact``: every restoration run (batched, resumed from the clean prefix);
+    ``attribution``: every restoration's effect estimated from one forward and one backward pass
+    over the noise samples (`attribution_effects`; AtP, Nanda 2023), a first-order estimate
+    whose probabilities may leave [0, 1]."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,11 +224,18 @@ def trace_fact(
     noise = corruption_noise(item.question, n, end - start, model.d_model, noise_std, settings.seed)
     names = all_site_hooks(model)
     prepared = PreparedPrompt(model, ids, names, Corruption(noise, start))
-    rows = trace_rows(n_tokens, start, n_layers, n, settings.window)
-    probs = patched_probs(prepared, rows, prepared.acts, answer_id, batch_size=settings.batch_size)
     corrupted = prepared.probs[1:, answer_id].mean()
-    scores = torch.full((len(SITES), n_tokens, n_layers), float(corrupted))
-    scores[:, start:] = probs.view(len(SITES), n_tokens - start, n_layers, n).mean(-1)
+    if settings.method == "attribution":
+        effects = attribution_effects(prepared, answer_id).cpu()
+        effects[1:] = effects[1:] @ window_masks(n_layers, settings.window).T.float()
+        scores = float(corrupted) + effects
+    else:
+        rows = trace_rows(n_tokens, start, n_layers, n, settings.window)
+        probs = patched_probs(
+            prepared, rows, prepared.acts, answer_id, batch_size=settings.batch_size
+        )
+        scores = torch.full((len(SITES), n_tokens, n_layers), float(corrupted))
+        scores[:, start:] = probs.view(len(SITES), n_tokens - start, n_layers, n).mean(-1)
     return {
         "question": item.question,
         "answer": item.answer,
@@ -293,12 +307,18 @@ def _check_extends(context: AnswerContext, prompt_ids: Sequence[int], question: 
         raise TracingError(f"the answer context of {question!r} does not extend its prompt")
 
 
+def window_masks(n_layers: int, window: int) -> torch.Tensor:
+    """(n_layers, n_layers) booleans: row l marks the ``window`` layers centred on l (clipped
+    to the model), the layers an MLP or attention restoration at l covers."""
+    lo = torch.arange(n_layers) - window // 2
+    layer_index = torch.arange(n_layers)
+    return (layer_index >= lo[:, None]) & (layer_index < (lo + window)[:, None])
+
+
 def trace_rows(n_tokens: int, first: int, n_layers: int, n_samples: int, window: int) -> Rows:
     """One restoring row per site, position (from ``first`` on), layer and noise sample, in that
     order: block output at that layer, MLP or attention output over the window centred there."""
-    lo = torch.arange(n_layers) - window // 2
-    layer_index = torch.arange(n_layers)
-    windows = (layer_index >= lo[:, None]) & (layer_index < (lo + window)[:, None])
+    windows = window_masks(n_layers, window)
     masks = torch.stack([torch.eye(n_layers, dtype=torch.bool), windows, windows])
     n_positions = n_tokens - first
     site = torch.arange(len(SITES)).repeat_interleave(n_positions * n_layers * n_samples)

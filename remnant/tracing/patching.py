@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from remnant.models.gradients import activation_gradients
 from remnant.models.model import Model
 from remnant.probes.activations import Site, hook_names
 
@@ -170,6 +171,36 @@ def patched_probs(
             probs, _ = prompt.run(batch.sample + 1, start, hooks)
             out[chosen] = probs[:, answer_id].cpu()
     return out
+
+
+def attribution_effects(prompt: PreparedPrompt, answer_id: int) -> torch.Tensor:
+    """Estimated effect on the answer probability of restoring each site's clean value at
+    each (token, layer) of the corrupted runs, (len(SITES), T, n_layers), mean over the noise
+    samples: (clean - corrupted activation) . d p(answer) / d activation, from one forward and
+    one backward pass of the corrupted rows (attribution patching). Windows are not applied:
+    a restoration over several layers is estimated by the sum of theirs."""
+    model, corruption = prompt.model, prompt.corruption
+    if corruption is None:
+        raise ValueError("attribution needs a corrupted prompt")
+    n = corruption.noise.shape[0]
+    names = site_hooks(model)
+    noise = corruption.hook(torch.arange(n), 0)
+
+    def answer_prob() -> torch.Tensor:
+        out = model.hf_model(input_ids=prompt.ids.expand(n, -1), use_cache=False, logits_to_keep=1)
+        return torch.softmax(out.logits[:, -1].float(), dim=-1)[:, answer_id].sum()
+
+    grads = activation_gradients(
+        model, all_site_hooks(model), answer_prob, hooks=[(hook_names(model, "resid")[0], noise)]
+    )
+    effects = torch.zeros(len(SITES), len(prompt.ids), model.n_layers)
+    for k, site in enumerate(SITES):
+        for layer, name in enumerate(names[site]):
+            act, grad = grads[name]
+            delta = prompt.acts[name].to(act.dtype) - act
+            effects[k, :, layer] = (delta * grad).sum(-1).mean(0).float().cpu()
+    effects[:, : corruption.start] = 0.0  # positions before the noise are clean in every run
+    return effects
 
 
 def _add(tensor: torch.Tensor, hook, noise: torch.Tensor, at: slice) -> torch.Tensor:
