@@ -323,6 +323,42 @@ def test_patching_a_model_into_itself_changes_nothing(tiny, fact):
                 np.testing.assert_allclose(values, result["p_original"], atol=1e-6)
 
 
+def test_attribution_patching_is_the_slope_of_a_partial_patch(tiny, perturbed, fact):
+    _, prompt, answer_id = fact
+    estimated = diff_fact(tiny, perturbed, prompt.ids, answer_id, method="attribution")
+    tokens = torch.tensor([prompt.ids])
+    with torch.no_grad():
+        _, donor = tiny.bridge.run_with_cache(tokens)
+
+    def prob(hooks):
+        with torch.no_grad(), perturbed.bridge.hooks(fwd_hooks=hooks):
+            logits = perturbed.hf_model(tokens).logits[0, -1].double()
+        return float(torch.softmax(logits, -1)[answer_id])
+
+    def toward(tensor, hook, positions, alpha):
+        tensor = tensor.clone()
+        moved = donor[hook.name][0, positions] - tensor[:, positions]
+        tensor[:, positions] += alpha * moved
+        return tensor
+
+    eps, slopes = 1e-3, []
+    for site in SITES:
+        for layer in range(tiny.n_layers):
+            name = site_hooks(tiny)[site][layer]
+            for scope, positions in (("all", slice(None)), ("last", slice(-1, None))):
+                up, down = (
+                    prob([(name, partial(toward, positions=positions, alpha=a))])
+                    for a in (eps, -eps)
+                )
+                slope = (up - down) / (2 * eps)
+                effect = (
+                    estimated["patched"]["restore"][site][scope][layer] - estimated["p_unlearned"]
+                )
+                assert effect == pytest.approx(slope, rel=2e-2, abs=2e-4), (site, scope, layer)
+                slopes.append(abs(slope))
+    assert max(slopes) > 0.05  # some patches matter, so the comparison has teeth
+
+
 def test_cross_model_patching_restores_exactly_where_it_should(tiny, perturbed, fact, diff):
     _, prompt, answer_id = fact
     receiver = PreparedPrompt(perturbed, prompt.ids)

@@ -9,6 +9,13 @@ import typer
 
 from remnant.cli import options, render
 
+Method = Annotated[
+    Literal["exact", "attribution"],
+    typer.Option(
+        help="exact: run every patch; attribution: estimate them all from one forward and "
+        "backward pass per fact (first order)."
+    ),
+]
 MaxFacts = Annotated[int | None, typer.Option(min=1, help="Use at most this many known facts.")]
 
 
@@ -26,13 +33,7 @@ def trace(
         int, typer.Option(min=1, help="Layers restored together for MLP / attention.")
     ] = 10,
     max_facts: MaxFacts = None,
-    method: Annotated[
-        Literal["exact", "attribution"],
-        typer.Option(
-            help="exact: run every restoration; attribution: estimate them all from one forward "
-            "and backward pass per fact (first order)."
-        ),
-    ] = "exact",
+    method: Method = "exact",
     context: options.ContextOption = "generation",
     figures: Annotated[int, typer.Option(min=0, help="Per-fact heatmap figures to draw.")] = 5,
     prompt_style: options.PromptStyleOption = "auto",
@@ -68,6 +69,7 @@ def diff(
     out: options.OutDir = ...,
     format: options.FormatOption = None,
     concept: options.ConceptOption = None,
+    method: Method = "exact",
     storing_from: Annotated[
         Path | None,
         typer.Option(help="trace.json from remnant trace on the original: its storing layers."),
@@ -88,7 +90,7 @@ def diff(
     storing = None if storing_from is None else CausalTraceResult.load(storing_from).storing_layers
     settings = DiffSettings(
         batch_size=batch_size, max_facts=max_facts, seed=seed, prompt_style=prompt_style,
-        context=context,
+        context=context, method=method,
     )  # fmt: skip
     first = options.load(options.original_spec(original, base), device=device, dtype=dtype)
     second = options.load(unlearned, device=device, dtype=dtype)

@@ -226,7 +226,7 @@ def trace_fact(
     prepared = PreparedPrompt(model, ids, names, Corruption(noise, start))
     corrupted = prepared.probs[1:, answer_id].mean()
     if settings.method == "attribution":
-        effects = attribution_effects(prepared, answer_id).cpu()
+        effects = attribution_effects(prepared, prepared.acts, answer_id)
         effects[1:] = effects[1:] @ window_masks(n_layers, settings.window).T.float()
         scores = float(corrupted) + effects
     else:

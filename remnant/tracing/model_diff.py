@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -27,10 +27,17 @@ from remnant.progress import progress_bar
 from remnant.results import Result
 from remnant.scoring import resolve_style
 from remnant.scoring.statistics import mean_ci, rounded
-from remnant.settings import Constraint, Interval
+from remnant.settings import Constraint, Interval, OneOf
 from remnant.targets.model import QAItem, Target
 from remnant.tracing.facts import FactSettings, known_fact_contexts
-from remnant.tracing.patching import SITES, PreparedPrompt, Rows, all_site_hooks, patched_probs
+from remnant.tracing.patching import (
+    SITES,
+    PreparedPrompt,
+    Rows,
+    all_site_hooks,
+    attribution_effects,
+    patched_probs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +52,18 @@ class DiffSettings(FactSettings):
     greedy output; both models read the same tokens."""
 
     constraints: ClassVar[dict[str, Constraint]] = {
-        "min_drop": Interval(float, 0, 1, open_low=True)
+        "min_drop": Interval(float, 0, 1, open_low=True),
+        "method": OneOf(("exact", "attribution")),
     }
 
     min_drop: float = 0.5
     """Smallest relative drop (original - unlearned) / original of a fact's answer probability
     for it to enter the normalised curves (the fraction of the gap moved)."""
+    method: Literal["exact", "attribution"] = "exact"
+    """``exact``: every patch run; ``attribution``: every patch's effect estimated from one
+    forward and one backward pass of the receiving model per direction
+    (`remnant.tracing.patching.attribution_effects`), a first-order estimate whose
+    probabilities may leave [0, 1]."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,26 +154,36 @@ def diff_rows(n_tokens: int, n_layers: int) -> Rows:
 
 
 def diff_fact(
-    original: Model, unlearned: Model, ids: Sequence[int], answer_id: int, batch_size: int = 64
+    original: Model,
+    unlearned: Model,
+    ids: Sequence[int],
+    answer_id: int,
+    batch_size: int = 64,
+    method: str = "exact",
 ) -> dict[str, Any]:
     """One prompt: both models' answer probabilities and, per direction, the patched
-    probability (site x scope x layer) as nested lists."""
+    probability (site x scope x layer) as nested lists, run (``exact``) or estimated
+    (``attribution``)."""
     names = all_site_hooks(original)
     prompts = {
         "original": PreparedPrompt(original, ids, names),
         "unlearned": PreparedPrompt(unlearned, ids, names),
     }
-    rows = diff_rows(len(ids), original.n_layers)
+    rows = diff_rows(len(ids), original.n_layers) if method == "exact" else None
     shape = (len(SITES), len(SCOPES), original.n_layers)
-    patched = {
-        direction: patched_probs(
-            prompts[receiver], rows, prompts[donor].acts, answer_id, batch_size=batch_size
-        ).view(shape)
-        for direction, receiver, donor in (
-            ("restore", "unlearned", "original"),
-            ("destroy", "original", "unlearned"),
-        )
-    }
+    patched = {}
+    for direction, receiver, donor in (
+        ("restore", "unlearned", "original"),
+        ("destroy", "original", "unlearned"),
+    ):
+        into, values = prompts[receiver], prompts[donor].acts
+        if method == "attribution":
+            effects = attribution_effects(into, values, answer_id)
+            scoped = torch.stack([effects.sum(1), effects[:, -1]], dim=1)  # scopes all, last
+            patched[direction] = float(into.probs[0, answer_id]) + scoped
+        else:
+            probs = patched_probs(into, rows, values, answer_id, batch_size=batch_size)
+            patched[direction] = probs.view(shape)
     return {
         "p_original": rounded(prompts["original"].probs[0, answer_id]),
         "p_unlearned": rounded(prompts["unlearned"].probs[0, answer_id]),
@@ -200,7 +223,14 @@ def run(
         unit="fact",
         enabled=progress,
     ):
-        fact = diff_fact(original, unlearned, context.ids, context.answer_id, settings.batch_size)
+        fact = diff_fact(
+            original,
+            unlearned,
+            context.ids,
+            context.answer_id,
+            settings.batch_size,
+            settings.method,
+        )
         facts.append(
             {"question": item.question, "answer": item.answer, "context": context.extension} | fact
         )

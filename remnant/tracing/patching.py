@@ -173,33 +173,36 @@ def patched_probs(
     return out
 
 
-def attribution_effects(prompt: PreparedPrompt, answer_id: int) -> torch.Tensor:
-    """Estimated effect on the answer probability of restoring each site's clean value at
-    each (token, layer) of the corrupted runs, (len(SITES), T, n_layers), mean over the noise
-    samples: (clean - corrupted activation) . d p(answer) / d activation, from one forward and
-    one backward pass of the corrupted rows (attribution patching). Windows are not applied:
-    a restoration over several layers is estimated by the sum of theirs."""
+def attribution_effects(
+    prompt: PreparedPrompt, donor: dict[str, torch.Tensor], answer_id: int
+) -> torch.Tensor:
+    """Estimated effect on the answer probability of writing the ``donor`` value of each site
+    at each (token, layer) into the prompt's runs (its corrupted rows, mean over the noise
+    samples, when it has a corruption; else its one run), (len(SITES), T, n_layers):
+    (donor - own activation) . d p(answer) / d activation, from one forward and one backward
+    pass (attribution patching). A patch over several layers or tokens is estimated by the
+    sum of theirs."""
     model, corruption = prompt.model, prompt.corruption
-    if corruption is None:
-        raise ValueError("attribution needs a corrupted prompt")
-    n = corruption.noise.shape[0]
-    names = site_hooks(model)
-    noise = corruption.hook(torch.arange(n), 0)
+    n = 1 if corruption is None else corruption.noise.shape[0]
+    hooks = (
+        []
+        if corruption is None
+        else [(hook_names(model, "resid")[0], corruption.hook(torch.arange(n), 0))]
+    )
 
     def answer_prob() -> torch.Tensor:
         out = model.hf_model(input_ids=prompt.ids.expand(n, -1), use_cache=False, logits_to_keep=1)
         return torch.softmax(out.logits[:, -1].float(), dim=-1)[:, answer_id].sum()
 
-    grads = activation_gradients(
-        model, all_site_hooks(model), answer_prob, hooks=[(hook_names(model, "resid")[0], noise)]
-    )
+    grads = activation_gradients(model, all_site_hooks(model), answer_prob, hooks=hooks)
     effects = torch.zeros(len(SITES), len(prompt.ids), model.n_layers)
     for k, site in enumerate(SITES):
-        for layer, name in enumerate(names[site]):
+        for layer, name in enumerate(site_hooks(model)[site]):
             act, grad = grads[name]
-            delta = prompt.acts[name].to(act.dtype) - act
+            delta = donor[name].to(act.dtype) - act
             effects[k, :, layer] = (delta * grad).sum(-1).mean(0).float().cpu()
-    effects[:, : corruption.start] = 0.0  # positions before the noise are clean in every run
+    if corruption is not None:
+        effects[:, : corruption.start] = 0.0  # positions before the noise are clean in every run
     return effects
 
 
