@@ -31,6 +31,7 @@ import torch
 from scipy.stats import spearmanr
 
 from remnant.models import load_model
+from remnant.models.accounting import TOKENS
 from remnant.targets import load_target
 from remnant.tracing import SITES, DiffSettings, TraceSettings, causal_trace, model_diff
 from remnant.tracing.causal_trace import token_classes
@@ -54,25 +55,38 @@ def mlp_peak(fact: dict) -> int:
     return int(np.argmax(fact["scores"]["mlp"][last]))
 
 
+def cost_line(seconds: dict[str, float], tokens: dict[str, dict[str, int]]) -> str:
+    """Wall time and tokens of both methods (the tokens include choosing the known facts)."""
+    parts = [
+        f"{how} {seconds[how]:.0f} s, {tokens[how]['forward']} forward tokens "
+        f"({tokens[how]['backward']} of them with a backward pass)"
+        for how in ("exact", "attribution")
+    ]
+    return (
+        f"Cost: {'; '.join(parts)}; wall-time ratio "
+        f"{seconds['exact'] / seconds['attribution']:.1f}."
+    )
+
+
 def patching_agreement(model, target, method: str, n_facts: int) -> list[str]:
     """Lines of the cross-model patching comparison against ``method``'s unlearned model."""
     unlearned = load_model(
         str(cached_run(model, target, UnlearningSettings(method=method))), name=method
     )
-    patched, seconds = {}, {}
+    patched, seconds, tokens = {}, {}, {}
     for how in ("attribution", "exact"):
-        started = time.perf_counter()
+        started, counted = time.perf_counter(), TOKENS.snapshot()
         patched[how] = model_diff.run(
             model, unlearned, target, DiffSettings(max_facts=n_facts, method=how)
         )
         seconds[how] = time.perf_counter() - started
+        tokens[how] = TOKENS.since(counted)
     exact, estimate = patched["exact"], patched["attribution"]
     lines = [
         "",
         f"## Cross-model patching, original vs {method} ({len(exact.facts)} facts)",
         "",
-        f"Wall time: exact {seconds['exact']:.0f} s, attribution {seconds['attribution']:.0f} s "
-        f"(ratio {seconds['exact'] / seconds['attribution']:.1f}).",
+        cost_line(seconds, tokens),
         "",
         "| direction | site | scope | median Spearman rho over layers | same peak layer "
         "(within 1) |",
@@ -108,12 +122,13 @@ def main() -> None:
     model = load_model(args.model)
     target = load_target(args.target or TARGETS.get(args.model, "demo"))
     exact_settings = TraceSettings(max_facts=args.facts, n_samples=args.samples)
-    traced, seconds = {}, {}
+    traced, seconds, tokens = {}, {}, {}
     for method in ("attribution", "exact"):
-        started = time.perf_counter()
+        started, counted = time.perf_counter(), TOKENS.snapshot()
         settings = dataclasses.replace(exact_settings, method=method)
         traced[method] = causal_trace.run(model, target, settings)
         seconds[method] = time.perf_counter() - started
+        tokens[method] = TOKENS.since(counted)
     exact, estimate = traced["exact"], traced["attribution"]
     lines = [
         f"# Attribution screen vs exact causal tracing ({model.name}, target {target.name!r})",
@@ -124,8 +139,7 @@ def main() -> None:
         f"threads. {len(exact.facts)} facts, {args.samples} noise samples, window "
         f"{exact_settings.window}; cells from the subject's first token on.",
         "",
-        f"Wall time: exact {seconds['exact']:.0f} s, attribution {seconds['attribution']:.0f} s "
-        f"(ratio {seconds['exact'] / seconds['attribution']:.1f}).",
+        cost_line(seconds, tokens),
         "",
         "| fact | "
         + " | ".join(f"{s} rho | {s} top-{TOP}" for s in SITES)
