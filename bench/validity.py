@@ -501,7 +501,9 @@ def report(
         "that labels the ground truth, the audits).",
     ]
     if chosen_on:
-        lines += ["", f"The rules were chosen on world seeds {', '.join(map(str, chosen_on))}."]
+        lines += ["", f"The rules were chosen on world seeds {', '.join(map(str, chosen_on))}"
+                  + ("; none of the seeds here shaped them." if not set(seeds) & set(chosen_on)
+                     else ".")]  # fmt: skip
     lines += ["", _oracle_agreement(rows)]
     for with_gold in (True, False):
         part = [r for r in rows if r["gold_control"] == with_gold]
@@ -515,8 +517,8 @@ def report(
             ("all seeds", part),
             ("seeds that did not shape the rules", held_out),
         ):
-            if subset is held_out and (not chosen_on or not held_out):
-                continue
+            if subset is held_out and (not chosen_on or len(held_out) in (0, len(part))):
+                continue  # no seed shaped the rules, or every seed did, or none here did
             lines += [
                 "",
                 f"Goals, {title} ({', '.join(map(str, sorted({r['seed'] for r in subset})))}):",

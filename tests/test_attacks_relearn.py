@@ -11,8 +11,11 @@ from remnant.attacks import relearn
 from remnant.attacks.protocol import MODEL_WORK, entity_groups
 from remnant.errors import SettingsError, TargetError
 
+#: lr 3e-4: at 1e-4 the 24 steps brought the GA model's held-out facts back above the gold line
+#: on one machine and not on another (0.42 before, 0.50 after; the tiny models' floats move with
+#: the CPU); at 3e-4 they come back to 0.75 there while the gold model gains 0.17.
 SETTINGS = relearn.RelearnSettings(
-    lora_rank=0, lr=1e-4, steps=24, eval_every=8, rtt_lrs=(1e-4, 3e-4), n_bootstrap=300,
+    lora_rank=0, lr=3e-4, steps=24, eval_every=8, rtt_lrs=(1e-4, 3e-4), n_bootstrap=300,
     max_new_tokens=8,
 )  # fmt: skip
 
