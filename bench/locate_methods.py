@@ -3,12 +3,12 @@ projection or attribution (`remnant.concept_vectors.locate`, ``method``)?
 
 Both rankings' top candidates go through the same random-vector validation
 (`remnant.concept_vectors.validate`, 100 layer-matched random draws per candidate, zero
-ablation) on the same items: those the attribution ranking did not read (about half the forget
-items, whole people, and every other retain item). Prints, per method, how many candidates
-validate (about 5% would by chance), each candidate's forget and retain log-prob drops beside
-the random thresholds, and the set ablation (all candidates zeroed together: greedy forget and
-retain accuracy drops against as many layer-matched random vectors); writes
-``bench/results/locate-methods-{model}.md``.
+ablation) on the same items: those neither ranking read (about half the forget items, whole
+people, and every other retain item; projection's concept tokens come from the other half).
+Prints, per method, how many candidates validate (about 5% would by chance), each candidate's
+forget and retain log-prob drops beside the random thresholds, and the set ablation (all
+candidates zeroed together: greedy forget and retain accuracy drops against as many
+layer-matched random vectors); writes ``bench/results/locate-methods-{model}.md``.
 
     python bench/locate_methods.py [--model smollm2-135m-instruct] [--target demo]
         [--candidates 10] [--threads N]
@@ -16,35 +16,26 @@ retain accuracy drops against as many layer-matched random vectors); writes
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import platform
 import time
 from pathlib import Path
 
 import torch
+from common import bench_parser, model_and_target
 
 from remnant.concept_vectors import ValidateSettings, locate, validate
-from remnant.concept_vectors.locate import LocateSettings
+from remnant.concept_vectors.locate import LocateSettings, fit_half
 from remnant.concept_vectors.validate import unread
-from remnant.models import load_model
-from remnant.targets import load_target
 
-TARGETS = {"tiny-synthetic": "tiny-synthetic"}
 RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model spec")
-    parser.add_argument("--target", default=None, help="target (default: the model's built-in)")
+    parser = bench_parser(__doc__)
     parser.add_argument("--candidates", type=int, default=10, help="top vectors validated")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    target = load_target(args.target or TARGETS.get(args.model, "demo"))
+    model, target = model_and_target(args)
     lines = [
         f"# Locating concept vectors: projection vs attribution ({model.name}, target "
         f"{target.name!r})",
@@ -55,16 +46,20 @@ def main() -> None:
         "",
     ]
     located, seconds = {}, {}
-    for method in ("attribution", "projection"):
+    # projection reads the forget answers' tokens (its concept set), so it too sees only the
+    # half attribution reads: both are then validated on items neither ranking read
+    forget, retain = fit_half(target, seed=0)
+    fit = target.model_copy(update={"forget": forget, "retain": retain})
+    for method, items in (("attribution", target), ("projection", fit)):
         started = time.perf_counter()
         located[method] = locate.run(
-            model, target, LocateSettings(method=method, n_candidates=args.candidates)
+            model, items, LocateSettings(method=method, n_candidates=args.candidates)
         )
         seconds[method] = time.perf_counter() - started
     held_out = unread(target, located["attribution"])
     lines += [
         f"Validated on the {len(held_out.forget)} forget and {len(held_out.retain)} retain items "
-        f"the attribution ranking did not read (of {len(target.forget)} and "
+        f"neither ranking read (of {len(target.forget)} and "
         f"{len(target.retain)}); zero ablation against 100 layer-matched random vectors per "
         "candidate; a candidate validates when its forget log-prob drop exceeds the random "
         "draws' 95th percentile and its retain drop does not exceed their largest.",

@@ -19,7 +19,6 @@ probabilities and how often both peak at the same layer (within one). Writes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import platform
@@ -28,17 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import bench_parser, model_and_target
 from scipy.stats import spearmanr
 
 from remnant.models import load_model
 from remnant.models.accounting import TOKENS
-from remnant.targets import load_target
 from remnant.tracing import SITES, DiffSettings, TraceSettings, causal_trace, model_diff
 from remnant.tracing.causal_trace import token_classes
 from remnant.tracing.model_diff import DIRECTIONS, SCOPES
 from remnant.unlearning import UnlearningSettings, cached_run
 
-TARGETS = {"tiny-synthetic": "tiny-synthetic"}
 RESULTS = Path(__file__).parent / "results"
 TOP = 10
 
@@ -109,18 +107,12 @@ def patching_agreement(model, target, method: str, n_facts: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model spec")
-    parser.add_argument("--target", default=None, help="target (default: the model's built-in)")
+    parser = bench_parser(__doc__)
     parser.add_argument("--facts", type=int, default=10, help="known facts traced")
     parser.add_argument("--samples", type=int, default=10, help="noise samples per fact")
     parser.add_argument("--unlearned", default=None, help="also patching: ga, npo or rmu")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    target = load_target(args.target or TARGETS.get(args.model, "demo"))
+    model, target = model_and_target(args)
     exact_settings = TraceSettings(max_facts=args.facts, n_samples=args.samples)
     traced, seconds, tokens = {}, {}, {}
     for method in ("attribution", "exact"):

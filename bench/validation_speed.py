@@ -20,19 +20,17 @@ the same log-prob drops (max |difference| printed, must be < 1e-5).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from unittest import mock
 
 import torch
+from common import bench_parser, model_and_target
 
 from remnant.concept_vectors import ValidateResult, ValidateSettings, locate, validate
 from remnant.concept_vectors.validate import InterventionScorer
-from remnant.models import load_model
 from remnant.models.resume import ResumedBatch
 from remnant.scoring.batching import padded_logits
-from remnant.targets import load_target
 
 
 class FullForwards(ResumedBatch):
@@ -50,10 +48,6 @@ class FullForwards(ResumedBatch):
         """Nothing to check: nothing is resumed."""
 
 
-#: The built-in target of each embedded model (others: ``demo``).
-TARGETS = {"tiny-synthetic": "tiny-synthetic"}
-
-
 def logprob_drops(result: ValidateResult) -> dict[tuple[int, int], tuple[float, float]]:
     """Forget and retain log-prob drops by (layer, index), of the candidates and random vectors."""
     return {
@@ -63,16 +57,10 @@ def logprob_drops(result: ValidateResult) -> dict[tuple[int, int], tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model spec")
-    parser.add_argument("--target", default=None, help="target (default: the model's built-in)")
+    parser = bench_parser(__doc__)
     parser.add_argument("--candidates", type=int, default=10, help="located vectors tested")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    target = load_target(args.target or TARGETS.get(args.model, "demo"))
+    model, target = model_and_target(args)
     new = ValidateSettings(n_candidates=args.candidates)
     before = dataclasses.replace(new, n_random=20, interventions_per_batch=1, random_accuracy=True)
     located = locate.run(model, target, new.locate)
