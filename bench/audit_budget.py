@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import publish
 
 from remnant.audit.demo import demo
 from remnant.models import Model, load_model
 from remnant.models.cache import remnant_home
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _median_seconds(fn, repeats: int = 5) -> float:
@@ -126,10 +125,7 @@ def main() -> None:
         f"| total | {totals['seconds']:.1f} | {totals['forward']} | {totals['backward']} | "
         f"{totals['floor']:.1f} | {totals['seconds'] / totals['floor']:.1f} |",
     ]
-    text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"audit-budget-{args.model}.md").write_text(text)
-    print(text)
+    publish(lines, f"audit-budget-{args.model}")
 
 
 if __name__ == "__main__":

@@ -19,16 +19,13 @@ from __future__ import annotations
 import datetime
 import platform
 import time
-from pathlib import Path
 
 import torch
-from common import bench_parser, model_and_target
+from common import bench_parser, model_and_target, publish
 
 from remnant.concept_vectors import ValidateSettings, locate, validate
 from remnant.concept_vectors.locate import LocateSettings, fit_half
 from remnant.concept_vectors.validate import unread
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -100,10 +97,7 @@ def main() -> None:
                 f"{row['forget_logprob_drop']:+.4f} | {row['retain_logprob_drop']:+.4f} | "
                 f"{row['p_value']:.3f} | {'yes' if row['validated'] else 'no'} | {tokens} |"
             )
-    text = "\n".join(lines + details) + "\n"
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"locate-methods-{args.model}.md").write_text(text)
+    publish(lines + details, f"locate-methods-{args.model}")
 
 
 if __name__ == "__main__":

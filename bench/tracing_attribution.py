@@ -23,21 +23,17 @@ import dataclasses
 import datetime
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from common import bench_parser, model_and_target
+from common import bench_parser, model_and_target, publish, unlearned_model
 from scipy.stats import spearmanr
 
-from remnant.models import load_model
 from remnant.models.accounting import TOKENS
 from remnant.tracing import SITES, DiffSettings, TraceSettings, causal_trace, model_diff
 from remnant.tracing.causal_trace import token_classes
 from remnant.tracing.model_diff import DIRECTIONS, SCOPES
-from remnant.unlearning import UnlearningSettings, cached_run
 
-RESULTS = Path(__file__).parent / "results"
 TOP = 10
 
 
@@ -68,9 +64,7 @@ def cost_line(seconds: dict[str, float], tokens: dict[str, dict[str, int]]) -> s
 
 def patching_agreement(model, target, method: str, n_facts: int) -> list[str]:
     """Lines of the cross-model patching comparison against ``method``'s unlearned model."""
-    unlearned = load_model(
-        str(cached_run(model, target, UnlearningSettings(method=method))), name=method
-    )
+    unlearned = unlearned_model(model, target, method)
     patched, seconds, tokens = {}, {}, {}
     for how in ("attribution", "exact"):
         started, counted = time.perf_counter(), TOKENS.snapshot()
@@ -168,10 +162,7 @@ def main() -> None:
     ]
     if args.unlearned:
         lines += patching_agreement(model, target, args.unlearned, args.facts)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"tracing-attribution-{args.model}.md").write_text(text)
+    publish(lines, f"tracing-attribution-{args.model}")
 
 
 if __name__ == "__main__":

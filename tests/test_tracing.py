@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import types
@@ -414,6 +415,45 @@ def test_diff_result_curves_and_round_trip(diff):
         curve["peak_layer"],
         curve["at_storing_layers"],
     )
+
+
+def test_screen_runs_the_top_and_sampled_layers_and_estimates_the_rest(
+    tiny, perturbed, tiny_target, diff
+):
+    screen = DiffSettings(max_facts=4, n_bootstrap=200, method="screen")
+
+    def patch(**changes):
+        return model_diff.run(tiny, perturbed, tiny_target, dataclasses.replace(screen, **changes),
+                              storing_layers=[1, 2])  # fmt: skip
+
+    screened = patch(screen_top=1, screen_sample=1)
+    estimated = patch(method="attribution")
+    assert len(screened.facts) == len(diff.facts) == 4
+    for curve in screened.curves:
+        key = (curve["direction"], curve["site"], curve["scope"])
+        run, check = curve["layers_run"], curve["screen"]
+        if curve["scope"] == "last":  # one token each: always run
+            assert run == [0, 1, 2, 3] and check is None
+        else:
+            assert len(run) == 2 and run == sorted(check["top"] + check["sample"])
+            measured = np.abs(model_diff.mean_effect(diff.facts, *key))
+            floor = measured[check["top"]].min()
+            assert check["missed"] == int((measured[check["sample"]] > floor).sum())
+        for mine, exact, guess in zip(screened.facts, diff.facts, estimated.facts):
+            values = mine["patched"][key[0]][key[1]][key[2]]
+            for layer, value in enumerate(values):
+                source = exact if layer in run else guess
+                want = source["patched"][key[0]][key[1]][key[2]][layer]
+                assert value == pytest.approx(want, abs=1e-5), (key, layer)
+    # the perturbed MLP's output carries the whole difference: the screen ranks it first
+    restored = screened.curve("restore", "mlp", "all")
+    assert restored["screen"]["top"] == [PERTURBED_LAYER]
+    if screened.n_affected:
+        assert restored["peak_layer"] == PERTURBED_LAYER
+    assert ModelDiffResult.from_json(screened.to_json()) == screened
+    assert diff_curves(screened) is not None
+    # a screen that would run every layer runs them all, and estimates nothing
+    assert [c["patched_mean"] for c in patch().curves] == [c["patched_mean"] for c in diff.curves]
 
 
 def test_trace_and_diff_read_the_same_known_facts_at_the_same_tokens(trace, diff):

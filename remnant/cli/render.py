@@ -125,13 +125,14 @@ def diff(result: Any) -> None:
         f"{fmt(result.unlearned_prob['mean'])}; {result.n_affected} of {len(result.facts)} "
         "facts dropped enough to enter the normalised curves"
     )
-    table = Table("direction", "site", "scope", "peak layer", "peak fraction", "mean over storing")
+    table = Table("direction", "site", "scope", "peak layer", "peak fraction", "mean over storing",
+                  "layers run")  # fmt: skip
     for curve in result.curves:
         peak = curve["peak_layer"]
         table.add_row(
             curve["direction"], curve["site"], curve["scope"], "-" if peak is None else str(peak),
             fmt(None if peak is None else curve["fraction_mean"][peak]),
-            fmt(curve["at_storing_layers"]),
+            fmt(curve["at_storing_layers"]), f"{len(curve['layers_run'])} of {result.n_layers}",
         )  # fmt: skip
     console.print(table)
 

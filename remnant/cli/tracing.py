@@ -9,11 +9,20 @@ import typer
 
 from remnant.cli import options, render
 
-Method = Annotated[
+TraceMethod = Annotated[
     Literal["exact", "attribution"],
     typer.Option(
         help="exact: run every patch; attribution: estimate them all from one forward and "
         "backward pass per fact (first order)."
+    ),
+]
+DiffMethod = Annotated[
+    Literal["exact", "attribution", "screen"],
+    typer.Option(
+        help="exact: run every patch; attribution: estimate them all from one forward and "
+        "backward pass per fact (first order); screen: estimate them all, then run the "
+        "last-token patches and, per site, the all-position patches at the layers of largest "
+        "estimated effect plus a random sample of the others."
     ),
 ]
 MaxFacts = Annotated[int | None, typer.Option(min=1, help="Use at most this many known facts.")]
@@ -33,7 +42,7 @@ def trace(
         int, typer.Option(min=1, help="Layers restored together for MLP / attention.")
     ] = 10,
     max_facts: MaxFacts = None,
-    method: Method = "exact",
+    method: TraceMethod = "exact",
     context: options.ContextOption = "generation",
     figures: Annotated[int, typer.Option(min=0, help="Per-fact heatmap figures to draw.")] = 5,
     prompt_style: options.PromptStyleOption = "auto",
@@ -69,7 +78,7 @@ def diff(
     out: options.OutDir = ...,
     format: options.FormatOption = None,
     concept: options.ConceptOption = None,
-    method: Method = "exact",
+    method: DiffMethod = "exact",
     storing_from: Annotated[
         Path | None,
         typer.Option(help="trace.json from remnant trace on the original: its storing layers."),

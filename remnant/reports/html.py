@@ -858,9 +858,12 @@ def _diff(result: ModelDiffResult, block: Block) -> None:
             "peak layer",
             "fraction moved there",
             "mean over storing layers",
+            "layers run",
+            "screen misses",
         ]
     )
     for row in result.summary()["curves"]:
+        screened = row["screen_missed"] is not None
         table.add(
             row["direction"],
             row["site"],
@@ -868,8 +871,18 @@ def _diff(result: ModelDiffResult, block: Block) -> None:
             _num(row["peak_layer"]),
             _num(row["peak_fraction"]),
             _num(row["at_storing_layers"]),
+            f"{row['n_layers_run']} of {result.n_layers}",
+            f"{row['screen_missed']} of {row['screen_sampled']}" if screened else "-",
         )
     block.tables.append(table)
+    if any(row["screen_missed"] is not None for row in result.summary()["curves"]):
+        block.notes.append(
+            "Screened: every patch was estimated by attribution, and the all-position patches "
+            "were run only at the layers of largest estimated effect plus a random sample of "
+            "the others (dots in the figure; the curve between them is estimated). A sampled "
+            "layer whose measured effect exceeds the smallest among the top layers' is one the "
+            "screen missed."
+        )
     _picture(block, tracing_figures.diff_curves, result, normalised=result.n_affected > 0)
 
 

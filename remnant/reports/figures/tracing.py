@@ -78,7 +78,8 @@ def diff_curves(result: ModelDiffResult, normalised: bool = True) -> Figure:
     """Per-layer cross-model patching curves with bootstrap CI bands. Top row: original
     activations patched into the unlearned model (restore); bottom: the reverse (destroy).
     ``normalised``: fraction of the probability gap moved toward the donor model; otherwise the
-    raw answer probability, with both models' unpatched means as dotted lines."""
+    raw answer probability, with both models' unpatched means as dotted lines. Where only some
+    layers' patches were run (a screen), dots mark them; the curve between is estimated."""
     key = "fraction" if normalised else "patched"
     fig = Figure(figsize=(13, 6.5), layout="constrained")
     axes = fig.subplots(2, len(SITES), sharex=True, sharey=True)
@@ -90,7 +91,9 @@ def diff_curves(result: ModelDiffResult, normalised: bool = True) -> Figure:
                 curve = result.curve(direction, site, scope)
                 if curve[f"{key}_mean"][0] is None:
                     continue
-                ax.plot(layers, curve[f"{key}_mean"], color=colour, label=label)
+                run = curve["layers_run"]
+                ax.plot(layers, curve[f"{key}_mean"], color=colour, label=label, marker="o",
+                        ms=3, markevery=run if len(run) < len(layers) else [])  # fmt: skip
                 low, high = np.array(curve[f"{key}_ci"], dtype=float).T
                 ax.fill_between(layers, low, high, color=colour, alpha=0.2, lw=0)
             if normalised:
