@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from remnant.errors import AnswerTokenizationError, NothingKnownError, RemnantError
+from remnant.models.accounting import TOKENS
 from remnant.scoring import (
     ROUGE_L_THRESHOLD,
     EvalResult,
@@ -31,6 +32,7 @@ from remnant.scoring import (
     score_qa,
     sequence_logprobs,
 )
+from remnant.scoring.batching import MIN_SHARED_PREFIX, SharedPrefix, next_token_logits
 from remnant.targets import QAItem, Target, load_target
 
 FAST = ScoringSettings(max_new_tokens=8, batch_size=8, n_bootstrap=200)
@@ -112,6 +114,36 @@ def test_padding_side_and_batch_size_do_not_change_logprobs(tiny, tiny_target):
     for a, b, c in zip(right, left, single):
         np.testing.assert_allclose(a, c, atol=1e-5)
         np.testing.assert_allclose(b, c, atol=1e-5)
+
+
+def test_a_shared_prompt_prefix_is_run_once_and_changes_no_score(tiny, tiny_target):
+    items = list(tiny_target.forget[:5]) + list(tiny_target.retain[:5])
+    preamble = tiny.tokenizer.encode("A quiz about the people of this world. ")
+    prompts = [
+        preamble + ids
+        for ids in encode_prompts(
+            tiny, [format_prompt(tiny, i.question, "plain") for i in items], "plain"
+        )
+    ]
+    answers = encode_answers(tiny, [i.answer for i in items], "plain")
+    shared = SharedPrefix(tiny, prompts)
+    assert shared.length >= len(preamble) >= MIN_SHARED_PREFIX
+    counted = TOKENS.snapshot()
+    left = sequence_logprobs(tiny, prompts, answers, batch_size=4)
+    pushed = TOKENS.since(counted)["forward"]
+    right = sequence_logprobs(tiny, prompts, answers, batch_size=4, padding_side="right")
+    for a, b in zip(left, right):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    n_tokens = sum(len(p) + len(a) for p, a in zip(prompts, answers))
+    assert pushed == n_tokens - (len(prompts) - 1) * shared.length  # the prefix once
+    logits = next_token_logits(tiny, prompts, batch_size=4)
+    with torch.no_grad():
+        for row, ids in zip(logits, prompts):
+            alone = tiny.hf_model(torch.tensor([ids])).logits[0, -1]
+            torch.testing.assert_close(row, alone.float(), atol=1e-4, rtol=0)
+    # a hook may treat rows differently: every token is then run
+    with tiny.bridge.hooks(fwd_hooks=[("blocks.0.hook_out", lambda tensor, hook: tensor)]):
+        assert SharedPrefix(tiny, prompts).length == 0
 
 
 def test_empty_answer_tokenisation_is_refused(tiny):

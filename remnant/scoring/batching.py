@@ -2,11 +2,15 @@
 
 Prompts are grouped by length (less padding) into batches; every call runs through
 ``model.hf_model``, which the TransformerLens bridge wraps in place, so hooks added with
-``model.bridge.hooks(...)`` act on every score computed here.
+``model.bridge.hooks(...)`` act on every score computed here. Teacher-forced scores compute the
+prompts' common prefix (a chat template's system turn) once per call and reuse its keys and
+values in every batch, unless a hook is attached (a hook may act on the prefix differently per
+row).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -14,6 +18,9 @@ import torch
 
 from remnant.models.cache import Memo, cache_key
 from remnant.models.model import Model
+
+#: Shortest prefix common to all rows of a call that is computed once (tokens).
+MIN_SHARED_PREFIX = 4
 
 #: (indices of the batch's prompts, their left-padded input embeddings (B, T, d), the attention
 #: mask (B, T)) -> the embeddings to generate from; an embedding-space attack's perturbation.
@@ -57,28 +64,75 @@ def padded_logits(
         ).logits.float()
 
 
+class SharedPrefix:
+    """The tokens common to the start of every prompt of a call, leaving at least ``leave`` of
+    each, run once: `logits` of a left-padded batch of rows that start with the prompts then
+    runs only what follows the prefix, reusing its keys and values. Empty (every token run) when
+    shorter than `MIN_SHARED_PREFIX` or when a hook is attached."""
+
+    def __init__(self, model: Model, prompts: Sequence[Sequence[int]], leave: int = 1) -> None:
+        self.model = model
+        length = 0
+        if prompts and not _hooked(model):
+            first = prompts[0]
+            length = min(len(p) for p in prompts) - leave
+            for prompt in prompts[1:]:
+                length = next((k for k in range(length) if prompt[k] != first[k]), length)
+        self.length = length if length >= MIN_SHARED_PREFIX else 0
+        self.cache = None
+        if self.length:
+            ids = torch.tensor([first[: self.length]], device=model.device)
+            with torch.no_grad():
+                self.cache = model.hf_model(input_ids=ids, use_cache=True).past_key_values
+
+    def logits(self, rows: Sequence[Sequence[int]], keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (float32) of the last ``keep`` positions of ``rows`` left-padded, and the
+        padded ids of what was run after the prefix (their last ``keep`` columns align)."""
+        ids, mask = pad([r[self.length :] for r in rows], self.model.tokenizer.pad_token_id, "left")
+        if not self.length:
+            return padded_logits(self.model, ids, mask, keep), ids
+        past = copy.deepcopy(self.cache)
+        past.batch_repeat_interleave(len(rows))
+        full = torch.cat([torch.ones(len(rows), self.length, dtype=mask.dtype), mask], dim=1)
+        positions = self.length + (mask.cumsum(-1) - 1).clamp(min=0)
+        device = self.model.device
+        with torch.no_grad():
+            logits = self.model.hf_model(
+                input_ids=ids.to(device),
+                attention_mask=full.to(device),
+                position_ids=positions.to(device),
+                past_key_values=past,
+                use_cache=False,
+                logits_to_keep=keep,
+            ).logits.float()
+        return logits, ids
+
+
 def sequence_logprobs(
     model: Model,
     prompt_ids: Sequence[Sequence[int]],
     continuation_ids: Sequence[Sequence[int]],
     *,
     batch_size: int = 16,
-    padding_side: str = "right",
+    padding_side: str = "left",
 ) -> list[np.ndarray]:
     """Per-token log-probabilities (natural log) of each continuation given its prompt; with
-    left padding every continuation ends its row, so only its positions' logits are computed."""
+    left padding (the default) every continuation ends its row, so only its positions' logits
+    are computed, after the prompts' shared prefix (`SharedPrefix`); right padding runs every
+    position of every row (a reference)."""
     rows = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids)]
     out: list[np.ndarray] = [np.zeros(0)] * len(rows)
-    pad_id = model.tokenizer.pad_token_id
     left = padding_side == "left"
+    if left:
+        prefix = SharedPrefix(model, prompt_ids)
     for batch in length_batches([len(r) for r in rows], batch_size):
-        ids, mask = pad([rows[i] for i in batch], pad_id, padding_side)
         lengths = [len(continuation_ids[i]) for i in batch]
         if left:
-            logits = padded_logits(model, ids, mask, 1 + max(lengths))
+            logits, ids = prefix.logits([rows[i] for i in batch], 1 + max(lengths))
             for i, logprobs in zip(batch, ending_logprobs(logits, ids, lengths)):
                 out[i] = logprobs
             continue
+        ids, mask = pad([rows[i] for i in batch], model.tokenizer.pad_token_id, "right")
         logprobs = torch.log_softmax(padded_logits(model, ids, mask)[:, :-1], dim=-1)
         for row, i in enumerate(batch):
             start = len(prompt_ids[i]) - 1
@@ -184,12 +238,13 @@ def _generate(
 def next_token_logits(
     model: Model, prompt_ids: Sequence[Sequence[int]], *, batch_size: int = 16
 ) -> torch.Tensor:
-    """Logits of the token that would follow each prompt, shape (n_prompts, vocab)."""
+    """Logits of the token that would follow each prompt, shape (n_prompts, vocab), after the
+    prompts' shared prefix (`SharedPrefix`)."""
     out = []
     order: list[int] = []
+    prefix = SharedPrefix(model, prompt_ids)
     for batch in length_batches([len(p) for p in prompt_ids], batch_size):
-        ids, mask = pad([prompt_ids[i] for i in batch], model.tokenizer.pad_token_id, "left")
-        out.append(padded_logits(model, ids, mask)[:, -1].cpu())
+        out.append(prefix.logits([prompt_ids[i] for i in batch], 1)[0][:, -1].cpu())
         order += batch
     stacked = torch.cat(out)
     return stacked[torch.argsort(torch.tensor(order))]
