@@ -141,9 +141,12 @@ def test_a_shared_prompt_prefix_is_run_once_and_changes_no_score(tiny, tiny_targ
         for row, ids in zip(logits, prompts):
             alone = tiny.hf_model(torch.tensor([ids])).logits[0, -1]
             torch.testing.assert_close(row, alone.float(), atol=1e-4, rtol=0)
+    shared_run = generate(tiny, prompts, max_new_tokens=6, batch_size=4)
     # a hook may treat rows differently: every token is then run
     with tiny.bridge.hooks(fwd_hooks=[("blocks.0.hook_out", lambda tensor, hook: tensor)]):
         assert SharedPrefix(tiny, prompts).length == 0
+        every_token_run = generate(tiny, prompts, max_new_tokens=6, batch_size=4)
+    assert shared_run == every_token_run and len(set(shared_run)) > 1  # a mix-up would show
 
 
 def test_empty_answer_tokenisation_is_refused(tiny):

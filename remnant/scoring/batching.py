@@ -2,16 +2,17 @@
 
 Prompts are grouped by length (less padding) into batches; every call runs through
 ``model.hf_model``, which the TransformerLens bridge wraps in place, so hooks added with
-``model.bridge.hooks(...)`` act on every score computed here. Teacher-forced scores compute the
+``model.bridge.hooks(...)`` act on every score computed here. Scores and generations compute the
 prompts' common prefix (a chat template's system turn) once per call and reuse its keys and
 values in every batch, unless a hook is attached (a hook may act on the prefix differently per
-row).
+row) or an embedding edit is given.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,9 +67,9 @@ def padded_logits(
 
 class SharedPrefix:
     """The tokens common to the start of every prompt of a call, leaving at least ``leave`` of
-    each, run once: `logits` of a left-padded batch of rows that start with the prompts then
-    runs only what follows the prefix, reusing its keys and values. Empty (every token run) when
-    shorter than `MIN_SHARED_PREFIX` or when a hook is attached."""
+    each, run once: `logits` of a batch of rows that start with the prompts, and a generation
+    from them (`generate`), run only what follows the prefix, reusing its keys and values. Empty
+    (every token run) when shorter than `MIN_SHARED_PREFIX` or when a hook is attached."""
 
     def __init__(self, model: Model, prompts: Sequence[Sequence[int]], leave: int = 1) -> None:
         self.model = model
@@ -85,23 +86,37 @@ class SharedPrefix:
             with torch.no_grad():
                 self.cache = model.hf_model(input_ids=ids, use_cache=True).past_key_values
 
-    def logits(self, rows: Sequence[Sequence[int]], keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (float32) of the last ``keep`` positions of ``rows`` left-padded, and the
-        padded ids of what was run after the prefix (their last ``keep`` columns align)."""
+    def past(self, n_rows: int) -> Any:
+        """A copy of the prefix's keys and values for ``n_rows`` rows (None: no prefix)."""
+        if not self.length:
+            return None
+        past = copy.deepcopy(self.cache)
+        past.batch_repeat_interleave(n_rows)
+        return past
+
+    def padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rows`` as ids and attention mask: the prefix, then the rest of each row padded on
+        the left (the padding sits between the two; a position counts real tokens only)."""
         ids, mask = pad([r[self.length :] for r in rows], self.model.tokenizer.pad_token_id, "left")
         if not self.length:
+            return ids, mask
+        prefix = torch.tensor(rows[0][: self.length]).expand(len(rows), -1)
+        return torch.cat([prefix, ids], dim=1), torch.cat([torch.ones_like(prefix), mask], dim=1)
+
+    def logits(self, rows: Sequence[Sequence[int]], keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (float32) of the last ``keep`` positions of ``rows`` (`padded`), run after
+        the prefix, and the padded ids."""
+        ids, mask = self.padded(rows)
+        if not self.length:
             return padded_logits(self.model, ids, mask, keep), ids
-        past = copy.deepcopy(self.cache)
-        past.batch_repeat_interleave(len(rows))
-        full = torch.cat([torch.ones(len(rows), self.length, dtype=mask.dtype), mask], dim=1)
-        positions = self.length + (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, self.length :]
         device = self.model.device
         with torch.no_grad():
             logits = self.model.hf_model(
-                input_ids=ids.to(device),
-                attention_mask=full.to(device),
+                input_ids=ids[:, self.length :].to(device),
+                attention_mask=mask.to(device),
                 position_ids=positions.to(device),
-                past_key_values=past,
+                past_key_values=self.past(len(rows)),
                 use_cache=False,
                 logits_to_keep=keep,
             ).logits.float()
@@ -209,15 +224,18 @@ def _generate(
 ) -> list[str]:
     tokenizer = model.tokenizer
     out = [""] * len(prompt_ids)
+    prefix = SharedPrefix(model, prompt_ids if edit is None else [])
     for batch in length_batches([len(p) for p in prompt_ids], batch_size):
-        ids, mask = pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id, "left")
+        rows = [prompt_ids[i] for i in batch]
+        ids, mask, inputs = *prefix.padded(rows), {}
         ids, mask = ids.to(model.device), mask.to(model.device)
-        inputs = {"input_ids": ids}
         if edit is not None:
             with torch.no_grad():
                 inputs = {
                     "inputs_embeds": edit(batch, model.hf_model.get_input_embeddings()(ids), mask)
                 }
+        else:
+            inputs = {"input_ids": ids, "past_key_values": prefix.past(len(rows))}
         with torch.no_grad():
             generated = model.hf_model.generate(
                 **inputs,
