@@ -21,8 +21,8 @@ DiffMethod = Annotated[
     typer.Option(
         help="exact: run every patch; attribution: estimate them all from one forward and "
         "backward pass per fact (first order); screen: estimate them all, then run the "
-        "last-token patches and, per site, the all-position patches at the layers of largest "
-        "estimated effect plus a random sample of the others."
+        "last-token and block-output patches and, for MLP and attention, the all-position "
+        "patches at the layers of largest estimated effect plus a random sample of the others."
     ),
 ]
 MaxFacts = Annotated[int | None, typer.Option(min=1, help="Use at most this many known facts.")]

@@ -877,9 +877,10 @@ def _diff(result: ModelDiffResult, block: Block) -> None:
     block.tables.append(table)
     if any(row["screen_missed"] is not None for row in result.summary()["curves"]):
         block.notes.append(
-            "Screened: every patch was estimated by attribution, and the all-position patches "
-            "were run only at the layers of largest estimated effect plus a random sample of "
-            "the others (dots in the figure; the curve between them is estimated). A sampled "
+            "Screened: every patch was estimated by attribution, and the MLP and attention "
+            "patches at all positions were run only at the layers of largest estimated effect "
+            "plus a random sample of the others (dots in the figure; the curve between them is "
+            "estimated). A sampled "
             "layer whose measured effect exceeds the smallest among the top layers' is one the "
             "screen missed."
         )

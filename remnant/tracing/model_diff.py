@@ -11,11 +11,14 @@ the unlearning cut by at least the fraction ``min_drop`` of its original value.
 
 Patches are run (``exact``), estimated to first order (``attribution``), or screened
 (``screen``): every patch is estimated, and the ones the curves' peaks come from are run. A
-last-token patch re-runs one token, so those are always run; of the all-position patches, per
-direction and site, the ``screen_top`` layers whose estimated mean effect over the facts is
-largest, and ``screen_sample`` other layers drawn at random to measure what the screen misses.
-The same layers are run for every fact, so each point of a curve is either measured or
-estimated over all facts; each curve lists the layers it ran.
+last-token patch re-runs one token, so those are always run, and so are the block-output patches
+at all positions: the audit reads that whole curve (the verdict's patching line, the restored
+fraction, the UDS-style depth), and its first-order estimate is poor (on SmolLM2 against NPO it
+was off by up to 0.44 of the gap, `bench/diff_screen.py`). Of the MLP and attention patches at
+all positions, per direction and site, the ``screen_top`` layers whose estimated mean effect
+over the facts is largest are run, and ``screen_sample`` other layers drawn at random to measure
+what the screen misses. The same layers are run for every fact, so each point of a curve is
+either measured or estimated over all facts; each curve lists the layers it ran.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 
 SCOPES = ("all", "last")
 DIRECTIONS = ("restore", "destroy")
+#: The sites whose all-position patches a screen runs only in part (module docstring).
+SCREENED_SITES = ("mlp", "attn")
 #: Per direction: (the model receiving the patch, the donor model).
 ROLES = {"restore": ("unlearned", "original"), "destroy": ("original", "unlearned")}
 
@@ -79,11 +84,11 @@ class DiffSettings(FactSettings):
     probabilities may leave [0, 1]; ``screen``: estimated, then the layers chosen by
     ``screen_top`` and ``screen_sample`` run (module docstring)."""
     screen_top: int = 8
-    """``screen``: per direction and site, all-position patches run at the layers of largest
-    estimated mean effect."""
+    """``screen``: per direction and screened site (MLP, attention), all-position patches run at
+    the layers of largest estimated mean effect."""
     screen_sample: int = 4
-    """``screen``: per direction and site, all-position patches run at this many further layers
-    drawn at random (seeded), which measure what the screen misses."""
+    """``screen``: per direction and screened site, all-position patches run at this many
+    further layers drawn at random (seeded), which measure what the screen misses."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,7 +294,7 @@ def run(
     for direction in DIRECTIONS:
         for site in SITES:
             for scope in SCOPES:
-                screened = chosen is not None and scope == "all"
+                screened = chosen is not None and (direction, site) in chosen and scope == "all"
                 layers = sorted(
                     chosen[direction, site]["top"] + chosen[direction, site]["sample"]
                     if screened
@@ -332,13 +337,13 @@ def mean_effect(
 def screen_layers(
     estimates: Sequence[dict[str, Any]], n_layers: int, settings: DiffSettings
 ) -> dict[tuple[str, str], dict[str, list[int]]]:
-    """Per (direction, site), the layers whose all-position patch the screen runs: ``top``, the
-    ``screen_top`` of largest estimated |mean effect| over the facts, and ``sample``,
-    ``screen_sample`` of the others drawn at random (seeded)."""
+    """Per direction and screened site (`SCREENED_SITES`), the layers whose all-position patch
+    the screen runs: ``top``, the ``screen_top`` of largest estimated |mean effect| over the
+    facts, and ``sample``, ``screen_sample`` of the others drawn at random (seeded)."""
     rng = np.random.default_rng(settings.seed)
     chosen = {}
     for direction in DIRECTIONS:
-        for site in SITES:
+        for site in SCREENED_SITES:
             size = np.abs(mean_effect(estimates, direction, site, "all"))
             order = np.argsort(-size, kind="stable")
             rest = order[settings.screen_top :]
@@ -353,16 +358,15 @@ def screen_layers(
 def _run_cells(
     chosen: dict[tuple[str, str], dict[str, list[int]]], n_layers: int
 ) -> dict[str, np.ndarray]:
-    """Per direction, the (site, scope, layer) mask of the patches to run: every last-token
-    patch and the chosen all-position ones."""
-    cells = {}
-    for direction in DIRECTIONS:
-        mask = np.zeros((len(SITES), len(SCOPES), n_layers), bool)
-        mask[:, SCOPES.index("last")] = True
-        for k, site in enumerate(SITES):
-            layers = chosen[direction, site]
-            mask[k, SCOPES.index("all"), layers["top"] + layers["sample"]] = True
-        cells[direction] = mask
+    """Per direction, the (site, scope, layer) mask of the patches to run: all but the
+    all-position patches of the screened sites at layers not ``chosen``."""
+    cells = {
+        direction: np.ones((len(SITES), len(SCOPES), n_layers), bool) for direction in DIRECTIONS
+    }
+    for (direction, site), layers in chosen.items():
+        row = cells[direction][SITES.index(site), SCOPES.index("all")]
+        row[:] = False
+        row[layers["top"] + layers["sample"]] = True
     return cells
 
 
