@@ -49,18 +49,22 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Te
 
 
 def padded_logits(
-    model: Model, ids: torch.Tensor, mask: torch.Tensor, keep: int = 0
+    model: Model, ids: torch.Tensor, mask: torch.Tensor, keep: int = 0, past: Any = None
 ) -> torch.Tensor:
     """Logits (float32) of a padded batch, positions counted over real tokens only, so that
     left and right padding give the same logits for every real token; with ``keep``, those of
-    the last ``keep`` positions only (0: every position)."""
+    the last ``keep`` positions only (0: every position); with ``past`` (the keys and values of
+    the first columns, `SharedPrefix`), only the columns after them are run."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    done = 0 if past is None else past.get_seq_length()
     kept = {"logits_to_keep": keep} if keep else {}
     with torch.no_grad():
         return model.hf_model(
-            input_ids=ids.to(model.device),
+            input_ids=ids[:, done:].to(model.device),
             attention_mask=mask.to(model.device),
-            position_ids=positions.to(model.device),
+            position_ids=positions[:, done:].to(model.device),
+            past_key_values=past,
+            use_cache=False,
             **kept,
         ).logits.float()
 
@@ -107,20 +111,7 @@ class SharedPrefix:
         """Logits (float32) of the last ``keep`` positions of ``rows`` (`padded`), run after
         the prefix, and the padded ids."""
         ids, mask = self.padded(rows)
-        if not self.length:
-            return padded_logits(self.model, ids, mask, keep), ids
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, self.length :]
-        device = self.model.device
-        with torch.no_grad():
-            logits = self.model.hf_model(
-                input_ids=ids[:, self.length :].to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                past_key_values=self.past(len(rows)),
-                use_cache=False,
-                logits_to_keep=keep,
-            ).logits.float()
-        return logits, ids
+        return padded_logits(self.model, ids, mask, keep, self.past(len(rows))), ids
 
 
 def sequence_logprobs(
