@@ -27,7 +27,8 @@ from common import bench_parser, model_and_target, publish
 
 from remnant.models.accounting import TOKENS
 from remnant.scoring import encode_answers, encode_prompts, format_prompt, resolve_style
-from remnant.scoring.batching import SharedPrefix, generate, sequence_logprobs
+from remnant.scoring.batching import SharedPrefix, sequence_logprobs
+from remnant.scoring.generation import GENERATIONS, generate
 
 NO_PREFIX = mock.patch("remnant.scoring.batching.MIN_SHARED_PREFIX", 10**9)
 
@@ -58,6 +59,7 @@ def main() -> None:
         return lambda: sequence_logprobs(model, prompts, answers, padding_side=padding_side)
 
     def greedy() -> list[str]:
+        GENERATIONS.clear()  # generate every time, not from the store
         return generate(model, prompts, max_new_tokens=args.max_new_tokens)
 
     arms: dict[str, tuple[Any, float, int]] = {}

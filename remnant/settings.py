@@ -158,7 +158,11 @@ class ScoringSettings(Settings):
     (cloze statements, fill-in-the-blank probes); ``auto``: chat when the tokenizer has a chat
     template, else plain. In plain and completion style the answer follows after a space."""
     batch_size: int = 16
-    """Prompts per forward pass (or per generation batch)."""
+    """Prompts per forward pass."""
+    generation_batch_size: int = 64
+    """Prompts per greedy generation batch. Decoding one token reads every weight, so on a
+    CPU a step costs nearly the same for 8 rows as for 64: larger batches give more tokens per
+    second (``bench/generation_batch.py``)."""
     max_new_tokens: int = 32
     """Greedy generation length, in tokens."""
     n_bootstrap: int = 1000

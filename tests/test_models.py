@@ -18,7 +18,7 @@ from remnant.errors import (
 )
 from remnant.models import load_model
 from remnant.models.compat import check_compatible
-from remnant.models.loading import resolve_spec
+from remnant.models.loading import load_copy, resolve_spec
 from remnant.models.tiny import TinyConfig, train_tiny_model
 from remnant.models.world import WorldModelConfig, world_data, world_model_path
 from remnant.scoring import ScoringSettings, score_qa
@@ -147,15 +147,23 @@ def test_world_model_cache_key_follows_the_config_and_the_target_is_its_world():
     assert (target.forget, target.retain) == (world.target().forget, world.target().retain)
 
 
-def test_content_hash_follows_in_place_edits(tmp_path, tiny):
-    tiny.save(tmp_path / "copy")
-    copy = load_model(str(tmp_path / "copy"))
+def test_content_hash_follows_in_place_edits_and_outputs_are_kept_only_on_the_weights(tiny):
+    from remnant.attacks.protocol import reset_weights
+    from remnant.unlearning.config import TrainingConfig
+    from remnant.unlearning.train import trainable
+
+    copy = load_copy(tiny)
     before = copy.content_hash
-    assert before == tiny.content_hash
+    assert before == tiny.content_hash == copy.cache_hash()
     with torch.no_grad():
         copy.parameters["model.norm.weight"][0] += 1.0
-    copy.weights_changed()
-    assert copy.content_hash != before
+    assert copy.cache_hash() is None  # being edited: nothing is kept under any hash
+    assert copy.content_hash != before  # no call needed: torch counted the edit
+    assert copy.cache_hash() == copy.content_hash
+    reset_weights(copy, tiny)
+    assert copy.cache_hash() == before == copy.hash_weights()
+    with trainable(copy, TrainingConfig(lora_rank=2, modules=("mlp",)), None):
+        assert copy.content_hash == before and copy.cache_hash() is None  # an adapter runs
 
 
 def test_models_with_other_chat_templates_are_not_compared(tiny):
@@ -168,13 +176,15 @@ def test_models_with_other_chat_templates_are_not_compared(tiny):
 
 def test_tokens_are_counted_without_padding_or_the_cached_prefix(tiny):
     from remnant.models.accounting import TOKENS
-    from remnant.scoring.batching import generate, sequence_logprobs
+    from remnant.scoring.batching import sequence_logprobs
+    from remnant.scoring.generation import GENERATIONS, generate
 
     prompts = [[1, 2, 3, 4], [5, 6]]
     before = TOKENS.snapshot()
     sequence_logprobs(tiny, prompts, [[7], [8, 9]], batch_size=2)
     assert TOKENS.since(before) == {"forward": 5 + 4, "backward": 0}
     before = TOKENS.snapshot()
+    GENERATIONS.clear()
     generate(tiny, prompts, max_new_tokens=3, batch_size=2)
     # the prompts once, then each decoding step's one new token per row (the last generated
     # token needs no forward)
@@ -193,16 +203,18 @@ def _left_padded_batch():
 
 def test_a_resumed_forward_equals_the_full_hooked_forward_for_every_intervention(tiny):
     from remnant.concept_vectors.interventions import grouped_hooks, intervention_hooks
+    from remnant.concept_vectors.vectors import down_proj
     from remnant.models.accounting import TOKENS
     from remnant.models.resume import ResumedBatch
     from remnant.scoring.batching import padded_logits
 
     ids, mask = _left_padded_batch()
     batch = ResumedBatch(tiny, ids, mask, starts=[1, 2], keep=4)
+    largest = down_proj(tiny, 1).norm(dim=0).topk(8).indices  # zeroing these changes the logits
     interventions = [
         intervention_hooks(tiny, [(2, 5), (3, 40)], "noise", sigma=0.5, seed=0),
         [],
-        intervention_hooks(tiny, [(1, 7)], "zero", sigma=0.1, seed=0),
+        intervention_hooks(tiny, [(1, int(k)) for k in largest], "zero", sigma=0.1, seed=0),
     ]
     full = []
     for hooks in interventions:

@@ -284,18 +284,44 @@ def test_hooks_added_through_the_bridge_act_on_scores(tiny, tiny_target):
     assert score_qa(tiny, items, FAST)["mean_logprob_sum"] == clean
 
 
-def test_cached_generations_are_the_same_call_made_again_never_under_a_hook(tiny, tiny_target):
-    from remnant.scoring.batching import GENERATIONS
+def test_kept_generations_equal_fresh_ones_at_every_length_and_follow_the_weights(
+    tmp_path, tiny, tiny_target
+):
+    from remnant.models.accounting import TOKENS
+    from remnant.models.loading import load_copy
+    from remnant.scoring.generation import GENERATIONS, generation_file
 
     questions = [format_prompt(tiny, i.question, "plain") for i in tiny_target.forget[:6]]
     ids = encode_prompts(tiny, questions, "plain")
+
+    def fresh(model, n):
+        GENERATIONS.clear()
+        return generate(model, ids, max_new_tokens=n)
+
+    expected = {n: fresh(tiny, n) for n in (2, 4, 8)}
+    assert expected[2] != expected[8]
     GENERATIONS.clear()
-    first = generate(tiny, ids, max_new_tokens=4, cached=True)
-    assert first == generate(tiny, ids, max_new_tokens=4)  # what an uncached call makes
-    kept = generate(tiny, ids, max_new_tokens=4, cached=True)
-    assert kept == first and kept is not first
+    log = tmp_path / "generations.jsonl"
+    with generation_file(log):
+        assert generate(tiny, ids, max_new_tokens=4) == expected[4]
+        counted = TOKENS.snapshot()
+        assert generate(tiny, ids, max_new_tokens=2) == expected[2]  # cut from the kept 4
+        assert TOKENS.since(counted)["forward"] == 0
+        assert generate(tiny, ids, max_new_tokens=8) == expected[8]  # 4 more, from the kept 4
+        assert TOKENS.since(counted)["forward"] > 0
+    GENERATIONS.clear()
+    with generation_file(log):  # an interrupted audit's last line is skipped
+        log.write_text(log.read_text() + '{"key": "cut sh')
+        counted = TOKENS.snapshot()
+        assert generate(tiny, ids, max_new_tokens=8) == expected[8]
+        assert TOKENS.since(counted)["forward"] == 0
     zeroed = [("blocks.1.hook_out", lambda t, hook: torch.zeros_like(t))]
     with tiny.bridge.hooks(fwd_hooks=zeroed):
-        assert generate(tiny, ids, max_new_tokens=4, cached=True) != first
-    # other settings are another call
-    assert generate(tiny, ids, max_new_tokens=2, cached=True) != first
+        assert generate(tiny, ids, max_new_tokens=4) != expected[4]
+    copy = load_copy(tiny)
+    with torch.no_grad():
+        copy.parameters["model.embed_tokens.weight"].mul_(-1.0)
+    edited = fresh(copy, 4)
+    GENERATIONS.clear()
+    generate(tiny, ids, max_new_tokens=4)
+    assert generate(copy, ids, max_new_tokens=4) == edited != expected[4]

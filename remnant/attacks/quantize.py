@@ -30,7 +30,7 @@ from remnant.attacks.protocol import (
     model_work,
     paired_difference,
     reset_weights,
-    score_plain,
+    score_plain_splits,
 )
 from remnant.errors import TargetError
 from remnant.models.loading import load_copy
@@ -114,7 +114,6 @@ def quantize_model(model: Model, bits: int, scheme: str, group_size: int) -> lis
         for name in names:
             tensor = model.parameters[name]
             tensor.copy_(quantize_weight(tensor, bits, scheme, group_size))
-    model.weights_changed()
     return names
 
 
@@ -168,10 +167,9 @@ def _model_scores(
     for bits, scheme in grid:
         reset_weights(copy, model)
         names = [] if bits is None else quantize_model(copy, bits, scheme, settings.group_size)
-        scores = {
-            split: score_plain(copy, items, style, settings) if items else None
-            for split, items in (("forget", target.forget), ("retain", target.retain))
-        }
+        splits = {"forget": target.forget, "retain": target.retain}
+        scored = score_plain_splits(copy, splits, style, settings)
+        scores = {split: scored[split] if splits[split] else None for split in splits}
         out.append((len(names), scores))
     return out
 

@@ -6,7 +6,9 @@ Each stage's record (its Result, or why it was skipped or failed) is written ato
 hashes, the target, the settings (seed included), the stage's other inputs and the remnant
 version. A re-run with the same inputs loads finished stages instead of computing them, so a
 killed audit resumes where it stopped and ends with the same ``results.json`` as an
-uninterrupted run. That file holds no wall times (they are in ``timings.json``).
+uninterrupted run. That file holds no wall times (they are in ``timings.json``). Greedy
+generations are kept in ``generations.jsonl`` (`remnant.scoring.generation_file`): a stage that
+is computed again does not generate what an earlier run already did.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from remnant.models import Model
 from remnant.models.accounting import TOKENS
 from remnant.models.cache import cache_key
 from remnant.results import RESULT_KINDS, Result
+from remnant.scoring import generation_file
 from remnant.targets import Target
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,8 @@ SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 TIMINGS_FILE = "timings.json"
 LOG_FILE = "audit.log"
+#: Every greedy generation of the audit's models, kept so that a re-run does not make it again.
+GENERATIONS_FILE = "generations.jsonl"
 
 #: Keys whose values are wall times: kept in the stage records, set to None in results.json.
 VOLATILE_KEYS = frozenset({"seconds", "cpu_seconds", "check_seconds"})
@@ -76,21 +81,24 @@ def audit(
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("remnant").addHandler(handler)
     try:
-        log.info("audit of %s against %s on %s -> %s", ", ".join(audited), original.name,
-                 target.name, out)  # fmt: skip
-        for index, (stage, who) in enumerate(plan):
-            stage_id = stage.name if who is None else f"{stage.name}-{who}"
-            if on_start:
-                on_start(stage_id, index, len(plan))
-            model = None if who is None else audited.get(who, original)
-            settings = config.stage_settings(stage.name, seed)
-            forced = stage.name in force or stage_id in force
-            record, result = _run_stage(out, stage, stage_id, who, model, settings, context, forced)
-            if result is not None:
-                context.results[stage_id] = result
-            records.append(record)
-            if on_done:
-                on_done(record)
+        with generation_file(out / GENERATIONS_FILE):
+            log.info("audit of %s against %s on %s -> %s", ", ".join(audited), original.name,
+                     target.name, out)  # fmt: skip
+            for index, (stage, who) in enumerate(plan):
+                stage_id = stage.name if who is None else f"{stage.name}-{who}"
+                if on_start:
+                    on_start(stage_id, index, len(plan))
+                model = None if who is None else audited.get(who, original)
+                settings = config.stage_settings(stage.name, seed)
+                forced = stage.name in force or stage_id in force
+                record, result = _run_stage(
+                    out, stage, stage_id, who, model, settings, context, forced
+                )
+                if result is not None:
+                    context.results[stage_id] = result
+                records.append(record)
+                if on_done:
+                    on_done(record)
     finally:
         logging.getLogger("remnant").removeHandler(handler)
         handler.close()

@@ -189,4 +189,3 @@ def edit_weights(
                 basis = direction_basis(model, layer, indices)
                 edited = weight.double() - basis @ (basis.T @ weight.double())
                 weight.copy_(edited.to(weight.dtype))
-    model.weights_changed()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +57,22 @@ class Model:
     def device(self) -> torch.device:
         return next(iter(self.parameters.values())).device
 
-    @cached_property
+    _hashed: tuple[str, tuple[int, ...]] | None = dataclasses.field(
+        default=None, init=False, repr=False
+    )
+
+    @property
     def content_hash(self) -> str:
         """sha256 over parameter names and bytes (tied weights counted once), first 16 hex
-        digits."""
+        digits; hashed again when a weight has changed in place since (torch's version
+        counters), so it always names the weights as they are."""
+        if self._hashed is None or self._hashed[1] != self._versions():
+            self.hash_weights()
+        assert self._hashed is not None
+        return self._hashed[0]
+
+    def hash_weights(self) -> str:
+        """Hash the weights now (`content_hash`), whatever was hashed before."""
         digest = hashlib.sha256()
         seen: set[int] = set()
         for name in sorted(self.parameters):
@@ -72,11 +83,37 @@ class Model:
             digest.update(name.encode())
             digest.update(str(tensor.dtype).encode())
             digest.update(tensor.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        self._hashed = (digest.hexdigest()[:16], self._versions())
+        return self._hashed[0]
 
     def weights_changed(self) -> None:
-        """Call after editing the weights in place: the content hash is computed afresh."""
-        self.__dict__.pop("content_hash", None)
+        """Call after changing weights in a way torch's version counters do not record
+        (through ``tensor.data``, as PEFT's LoRA merge does): the content hash is computed
+        afresh when next needed."""
+        self._hashed = None
+
+    def same_weights_as(self, source: Model) -> None:
+        """Record that this model's weights were just made equal to ``source``'s (copied in
+        place): they take its content hash without hashing them again."""
+        self._hashed = (source.content_hash, self._versions())
+
+    def cache_hash(self) -> str | None:
+        """The content hash when outputs may be kept under it, else None: None while the
+        weights differ from what was last hashed (a model being trained or edited: hashing it
+        at every evaluation would cost more than keeping its outputs saves) and when the forward
+        pass uses a parameter that is not one of the weights (an adapter being trained)."""
+        if self._hashed is None:
+            self.hash_weights()
+        elif self._hashed[1] != self._versions():
+            return None
+        own = {id(tensor) for tensor in self.parameters.values()}
+        if not all(id(p) in own for p in self.hf_model.parameters()):
+            return None
+        assert self._hashed is not None
+        return self._hashed[0]
+
+    def _versions(self) -> tuple[int, ...]:
+        return tuple(tensor._version for tensor in self.parameters.values())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under their Hugging Face names (detached views of the live tensors)."""

@@ -174,7 +174,7 @@ def run(
         style,
         from_generation=settings.context == "generation",
         max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.batch_size,
+        batch_size=settings.generation_batch_size,
     )
     prompts = [EncodedPrompt(c.ids) for c in contexts]
     answer_ids = [c.answer_id for c in contexts]

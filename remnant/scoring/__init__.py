@@ -1,17 +1,13 @@
-"""Behavioural scoring: prompts in each style (prompts), batched model calls (batching), answer
-matching by alias or ROUGE-L recall (matching), statistics with bootstrap CIs (statistics), QA
-scores and reference answers (qa), multiple-choice scores (mcq), answer contexts (contexts), and
-whole-target evaluation (evaluate)."""
+"""Behavioural scoring: prompts in each style (prompts), batched model calls (batching), greedy
+generation kept per model and prompt (generation), answer matching by alias or ROUGE-L recall
+(matching), statistics with bootstrap CIs (statistics), QA scores and reference answers (qa),
+multiple-choice scores (mcq), answer contexts (contexts), and whole-target evaluation
+(evaluate)."""
 
-from remnant.scoring.batching import (
-    EmbeddingEdit,
-    generate,
-    next_token_logits,
-    pad,
-    sequence_logprobs,
-)
+from remnant.scoring.batching import next_token_logits, pad, sequence_logprobs
 from remnant.scoring.contexts import AnswerContext, answer_contexts
 from remnant.scoring.evaluate import EvalResult, evaluate
+from remnant.scoring.generation import EmbeddingEdit, generate, generation_file
 from remnant.scoring.matching import (
     ROUGE_L_THRESHOLD,
     alias_match,
@@ -71,6 +67,7 @@ __all__ = [
     "format_dialogue",
     "format_prompt",
     "generate",
+    "generation_file",
     "is_correct",
     "known_forget_generations",
     "known_forget_items",

@@ -1,4 +1,5 @@
-"""Batched model calls: answer log-probabilities, next-token logits and greedy generation.
+"""Batched model calls: answer log-probabilities and next-token logits (greedy generation,
+which shares their prompt prefixes, is in `remnant.scoring.generation`).
 
 Prompts are grouped by length (less padding) into batches; every call runs through
 ``model.hf_model``, which the TransformerLens bridge wraps in place, so hooks added with
@@ -11,21 +12,16 @@ row) or an embedding edit is given.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from remnant.models.cache import Memo, cache_key
 from remnant.models.model import Model
 
 #: Shortest prefix common to all rows of a call that is computed once (tokens).
 MIN_SHARED_PREFIX = 4
-
-#: (indices of the batch's prompts, their left-padded input embeddings (B, T, d), the attention
-#: mask (B, T)) -> the embeddings to generate from; an embedding-space attack's perturbation.
-EmbeddingEdit = Callable[[list[int], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -78,7 +74,7 @@ class SharedPrefix:
     def __init__(self, model: Model, prompts: Sequence[Sequence[int]], leave: int = 1) -> None:
         self.model = model
         length = 0
-        if prompts and not _hooked(model):
+        if prompts and not hooked(model):
             first = prompts[0]
             length = min(len(p) for p in prompts) - leave
             for prompt in prompts[1:]:
@@ -166,82 +162,11 @@ def ending_logprobs(
     return [row[len(row) - n :] for row, n in zip(picked, lengths)]
 
 
-#: Greedy generations kept in this process (`generate` with ``cached=True``).
-GENERATIONS: Memo[list[str]] = Memo(size=64)
-
-
-def generate(
-    model: Model,
-    prompt_ids: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    edit: EmbeddingEdit | None = None,
-    cached: bool = False,
-) -> list[str]:
-    """Greedy continuations (special tokens removed) of already-encoded prompts; with ``edit``,
-    generated from the prompts' input embeddings as ``edit`` changes them.
-
-    ``cached``: the same call made again in this process (same model content hash, prompts and
-    settings; no edit and no bridge hook active) returns the first call's generations. For the
-    audit's input models, which no stage changes in place: a model whose weights are being
-    changed keeps its old content hash until `Model.weights_changed`."""
-    if not cached or edit is not None or _hooked(model):
-        return _generate(model, prompt_ids, max_new_tokens, batch_size, edit)
-    key = cache_key(
-        model=model.content_hash,
-        prompts=[list(p) for p in prompt_ids],
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-    )
-    return GENERATIONS.get(
-        key, lambda: _generate(model, prompt_ids, max_new_tokens, batch_size, None)
-    )
-
-
-def _hooked(model: Model) -> bool:
+def hooked(model: Model) -> bool:
     """Whether any of the bridge's hook points has a hook attached."""
     return any(
         point._forward_hooks or point._backward_hooks for point in model.bridge.hook_dict.values()
     )
-
-
-def _generate(
-    model: Model,
-    prompt_ids: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    batch_size: int,
-    edit: EmbeddingEdit | None,
-) -> list[str]:
-    tokenizer = model.tokenizer
-    out = [""] * len(prompt_ids)
-    prefix = SharedPrefix(model, prompt_ids if edit is None else [])
-    for batch in length_batches([len(p) for p in prompt_ids], batch_size):
-        rows = [prompt_ids[i] for i in batch]
-        ids, mask, inputs = *prefix.padded(rows), {}
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        if edit is not None:
-            with torch.no_grad():
-                inputs = {
-                    "inputs_embeds": edit(batch, model.hf_model.get_input_embeddings()(ids), mask)
-                }
-        else:
-            inputs = {"input_ids": ids, "past_key_values": prefix.past(len(rows))}
-        with torch.no_grad():
-            generated = model.hf_model.generate(
-                **inputs,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        new = generated if edit is not None else generated[:, ids.shape[1] :]  # no ids echoed
-        for row, i in enumerate(batch):
-            out[i] = tokenizer.decode(new[row], skip_special_tokens=True).strip()
-    return out
 
 
 def next_token_logits(

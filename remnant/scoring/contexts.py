@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from remnant.errors import RemnantError
 from remnant.models.model import Model
-from remnant.scoring.batching import generate
+from remnant.scoring.generation import generate
 from remnant.scoring.prompts import (
     Style,
     answer_prefix,
@@ -37,7 +37,7 @@ def answer_contexts(
     from_generation: bool = True,
     generations: Sequence[str] | None = None,
     max_new_tokens: int = 32,
-    batch_size: int = 16,
+    batch_size: int = 64,
 ) -> list[AnswerContext]:
     """Per item, the position at which the model states the answer.
 
@@ -48,8 +48,8 @@ def answer_contexts(
     every item without ``from_generation``) are read right after the prompt, against the
     reference answer. Leading whitespace-only answer tokens are moved into the context.
     ``generations`` (one per item) are greedy answers already made, e.g. by
-    `known_forget_generations`; without them the model generates ``max_new_tokens`` (kept in
-    memory: an audit reads the original's contexts once, not for every model it audits).
+    `known_forget_generations`; without them the model generates ``max_new_tokens`` in batches
+    of ``batch_size``.
     """
     tokenizer = model.tokenizer
     prompts = encode_prompts(model, [format_prompt(model, i.question, style) for i in items], style)
@@ -58,9 +58,7 @@ def answer_contexts(
     if from_generation:
         texts = generations
         if texts is None:
-            texts = generate(
-                model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, cached=True
-            )
+            texts = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         elif len(texts) != len(items):
             raise RemnantError(f"{len(texts)} generations for {len(items)} items")
         for k, (item, text) in enumerate(zip(items, texts)):

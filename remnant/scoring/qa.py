@@ -10,7 +10,8 @@ from typing import Any
 
 from remnant.errors import NothingKnownError
 from remnant.models.model import Model
-from remnant.scoring.batching import generate, sequence_logprobs
+from remnant.scoring.batching import sequence_logprobs
+from remnant.scoring.generation import generate
 from remnant.scoring.matching import is_correct, match_label, normalize, rouge_l_recall
 from remnant.scoring.prompts import (
     Style,
@@ -76,7 +77,10 @@ def _question_prompts(model: Model, questions: Sequence[str], style: Style) -> l
 def _greedy(model: Model, prompts: list[list[int]], settings: ScoringSettings) -> list[str]:
     """Greedy continuations of encoded prompts, as long and in batches as ``settings`` say."""
     return generate(
-        model, prompts, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size
+        model,
+        prompts,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.generation_batch_size,
     )
 
 

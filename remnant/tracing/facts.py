@@ -86,6 +86,6 @@ def fact_contexts(
         from_generation=settings.context == "generation",
         generations=[generations[i.question] for i in items] if generations else None,
         max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.batch_size,
+        batch_size=settings.generation_batch_size,
     )
     return list(zip(items, contexts))

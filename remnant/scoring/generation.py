@@ -1,0 +1,180 @@
+"""Greedy generation, with every continuation kept per (model weights, prompt).
+
+A greedy continuation depends only on the weights, the prompt and the toolchain, and the first
+n tokens of a longer one are the n-token continuation; so every stage that asks a model the
+same prompt (behaviour, known-fact selection, answer contexts, each attack's plain condition,
+at 24, 30, 32 or 96 new tokens) is served from `GENERATIONS` after the first, and a request
+longer than what is kept generates only the missing tokens. Inside `generation_file` (an
+audit's folder) the continuations also go to a file, so an interrupted or repeated audit does
+not generate them again. Nothing is kept when the output could differ from the plain model's
+(an embedding edit, a bridge hook, an adapter that is not part of the weights) or while the
+weights are being changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+import transformers
+
+from remnant.models.cache import cache_key
+from remnant.models.model import Model
+from remnant.scoring.batching import SharedPrefix, hooked, length_batches
+
+#: (indices of the batch's prompts, their left-padded input embeddings (B, T, d), the attention
+#: mask (B, T)) -> the embeddings to generate from; an embedding-space attack's perturbation.
+EmbeddingEdit = Callable[[list[int], torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: Prompts whose continuations are kept in memory (the most recently used).
+STORE_SIZE = 100_000
+
+
+class GenerationStore:
+    """Greedy continuations by `cache_key` of (model content hash, prompt, toolchain): the
+    generated token ids up to the first end-of-sequence token, and whether it came (``ended``:
+    no longer request can add to it). With a file attached, new continuations are appended
+    to it as JSON lines."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: OrderedDict[str, tuple[list[int], bool]] = OrderedDict()
+        self._file: IO[str] | None = None
+
+    def get(self, key: str) -> tuple[list[int], bool] | None:
+        if key in self._kept:
+            self._kept.move_to_end(key)
+        return self._kept.get(key)
+
+    def put(self, key: str, tokens: list[int], ended: bool, *, write: bool = True) -> None:
+        self._kept[key] = (tokens, ended)
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        if write and self._file is not None:
+            self._file.write(json.dumps({"key": key, "tokens": tokens, "ended": ended}) + "\n")
+            self._file.flush()
+
+    def clear(self) -> None:
+        self._kept.clear()
+
+    @contextlib.contextmanager
+    def attached(self, path: Path) -> Iterator[None]:
+        """Load the continuations ``path`` holds (lines that do not parse, e.g. the last one of
+        an interrupted run, are skipped) and append new ones to it until the block ends."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    self.put(row["key"], list(row["tokens"]), bool(row["ended"]), write=False)
+                except (ValueError, KeyError, TypeError):
+                    continue
+        previous = self._file
+        with open(path, "a") as self._file:
+            try:
+                yield
+            finally:
+                self._file = previous
+
+
+#: The continuations kept in this process.
+GENERATIONS = GenerationStore(STORE_SIZE)
+
+
+def generation_file(path: Path) -> contextlib.AbstractContextManager[None]:
+    """Within the block, continuations are also kept in (and read from) the file ``path``."""
+    return GENERATIONS.attached(path)
+
+
+def generate(
+    model: Model,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    edit: EmbeddingEdit | None = None,
+) -> list[str]:
+    """Greedy continuations of at most ``max_new_tokens`` (special tokens removed) of
+    already-encoded prompts, served from `GENERATIONS` where kept (see `Model.cache_hash` for
+    when they are); with ``edit``, generated from the prompts' input embeddings as ``edit``
+    changes them (never kept)."""
+    weights = None if edit is not None or hooked(model) else model.cache_hash()
+    if weights is None:
+        new = _continuations(
+            model, prompt_ids, [max_new_tokens] * len(prompt_ids), batch_size, edit
+        )
+        return [_text(model, tokens) for tokens, _ in new]
+    model_key = {
+        "model": weights,
+        "device": str(model.device),
+        "eos": _eos_ids(model),
+        "toolchain": [torch.__version__, transformers.__version__],
+    }
+    keys = [cache_key(prompt=list(prompt), **model_key) for prompt in prompt_ids]
+    kept = [GENERATIONS.get(key) or ([], False) for key in keys]
+    missing = [
+        i for i, (tokens, ended) in enumerate(kept) if not ended and len(tokens) < max_new_tokens
+    ]
+    if missing:
+        starts = [list(prompt_ids[i]) + kept[i][0] for i in missing]
+        needs = [max_new_tokens - len(kept[i][0]) for i in missing]
+        for i, (tokens, ended) in zip(missing, _continuations(model, starts, needs, batch_size)):
+            kept[i] = (kept[i][0] + tokens, ended)
+            GENERATIONS.put(keys[i], *kept[i])
+    return [_text(model, tokens[:max_new_tokens]) for tokens, _ in kept]
+
+
+def _continuations(
+    model: Model,
+    prompt_ids: Sequence[Sequence[int]],
+    needs: Sequence[int],
+    batch_size: int,
+    edit: EmbeddingEdit | None = None,
+) -> list[tuple[list[int], bool]]:
+    """Per prompt, greedy new token ids (at least ``needs[i]`` unless the end-of-sequence token
+    came first, which is cut off) and whether it came."""
+    tokenizer = model.tokenizer
+    eos = set(_eos_ids(model))
+    out: list[tuple[list[int], bool]] = [([], False)] * len(prompt_ids)
+    prefix = SharedPrefix(model, prompt_ids if edit is None else [])
+    for batch in length_batches([len(p) for p in prompt_ids], batch_size):
+        ids, mask = (t.to(model.device) for t in prefix.padded([prompt_ids[i] for i in batch]))
+        inputs: dict[str, Any] = {"input_ids": ids, "past_key_values": prefix.past(len(batch))}
+        if edit is not None:
+            with torch.no_grad():
+                embeds = model.hf_model.get_input_embeddings()(ids)
+                inputs = {"inputs_embeds": edit(batch, embeds, mask)}
+        with torch.no_grad():
+            generated = model.hf_model.generate(
+                **inputs,
+                attention_mask=mask,
+                max_new_tokens=max(needs[i] for i in batch),
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = generated if edit is not None else generated[:, ids.shape[1] :]  # no ids echoed
+        for row, i in enumerate(batch):
+            tokens = new[row].tolist()
+            end = next((k for k, token in enumerate(tokens) if token in eos), None)
+            out[i] = (tokens, False) if end is None else (tokens[:end], True)
+    return out
+
+
+def _eos_ids(model: Model) -> list[int]:
+    """The token ids that end a generation (the generation config's and the tokenizer's)."""
+    configured = model.hf_model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured]
+    return sorted({i for i in [*ids, model.tokenizer.eos_token_id] if i is not None})
+
+
+def _text(model: Model, tokens: Sequence[int]) -> str:
+    return model.tokenizer.decode(tokens, skip_special_tokens=True).strip()
