@@ -212,3 +212,35 @@ def test_lens_control_is_the_other_answers_of_each_items_kind(tiny, tiny_gold, t
     assert ranks[1, 0, 0] == (logits > logits[7]).sum() + 1 and np.isnan(ranks[1, 0, 1])
     assert probs[0, 1, 1] == pytest.approx(float(torch.softmax(lens.lens_logits(
         tiny, torch.from_numpy(resid[0, 1])), -1)[9]), abs=1e-6)  # fmt: skip
+
+
+def test_probe_fits_in_two_processes_equal_the_fits_in_one():
+    rng = np.random.default_rng(0)
+    n = 40
+    examples = linear._Examples(
+        name="truth",
+        texts=[""] * n,
+        continuations=[None] * n,
+        as_prompt=False,
+        labels=rng.integers(0, 2, n),
+        groups=np.arange(n) // 2,
+        scored=np.arange(n) >= 8,
+        chance=0.5,
+        n_items=n // 2,
+    )
+    signal = np.array([0.0, 0.5, 2.0])[None, :, None]
+    feats = rng.normal(size=(n, 3, 16)) + examples.labels[:, None, None] * signal
+    settings = linear.ProbeSettings(folds=3)
+    threads = torch.get_num_threads()
+    try:
+        fitted = []
+        for workers in (1, 2):
+            torch.set_num_threads(workers)
+            fitted.append(linear._fit_all(examples, feats, settings))
+    finally:
+        torch.set_num_threads(threads)
+    one, two = fitted
+    np.testing.assert_array_equal(one.correct, two.correct)
+    np.testing.assert_array_equal(one.control, two.control)
+    held = one.correct[:, examples.scored]
+    assert held[2].mean() > 0.9 > held[0].mean()  # the signal is at layer 2

@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
+from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -216,10 +218,9 @@ def run(
     names = hook_names(original, "resid")
     results = {}
     for examples in tasks:
-        with threadpool_limits(1):  # many small fits: extra BLAS threads only contend
-            fitted = _original_fits(original, examples, styles[0], names, settings)
-            feats = _features(unlearned, examples, styles[1], names, settings.batch_size)
-            results[examples.name] = _cross_validate(examples, fitted, feats, settings)
+        fitted = _original_fits(original, examples, styles[0], names, settings)
+        feats = _features(unlearned, examples, styles[1], names, settings.batch_size)
+        results[examples.name] = _cross_validate(examples, fitted, feats, settings)
     recorded = settings.record(tasks=[t.name for t in tasks], prompt_style=styles[1])
     return ProbeResult(
         original.identity(), unlearned.identity(), target.name, recorded, names, results
@@ -483,24 +484,47 @@ def _original_fits(
 
 def _fit_all(examples: _Examples, feats: np.ndarray, settings: ProbeSettings) -> _Fitted:
     """Every fold's probe and control at every layer of one model's features
-    (n_examples, n_layers, d_model)."""
+    (n_examples, n_layers, d_model). The (fold, layer) fits run in as many processes as torch
+    has threads (one thread each: many small fits gain nothing from more)."""
     labels, groups = examples.labels, examples.groups
     control_labels = _permuted(labels, groups, np.random.default_rng(settings.seed))
     n_layers = feats.shape[1]
+    splits = _outer_splits(examples, settings)
+    with threadpool_limits(1):
+        pairs = Parallel(n_jobs=torch.get_num_threads())(
+            delayed(_fit_pair)(
+                feats[fit, layer],
+                labels[fit],
+                control_labels[fit],
+                _group_folds(groups[fit], settings.inner_folds, settings.seed),
+                settings,
+            )
+            for fit, _ in splits
+            for layer in range(n_layers)
+        )
     correct, control = (np.zeros((n_layers, len(labels)), dtype=bool) for _ in range(2))
     probes = []
-    for fit, test in _outer_splits(examples, settings):
-        inner = _group_folds(groups[fit], settings.inner_folds, settings.seed)
-        fold = []
-        for layer in range(n_layers):
-            x_fit, x_test = feats[fit, layer], feats[test, layer]
-            probe = _fit(x_fit, labels[fit], inner, settings)
-            correct[layer, test] = probe.predict(x_test) == labels[test]
-            fitted_control = _fit_control(x_fit, control_labels[fit], probe[-1].C_, settings)
-            control[layer, test] = fitted_control.predict(x_test) == control_labels[test]
-            fold.append(probe)
-        probes.append(fold)
+    for k, (_, test) in enumerate(splits):
+        fold = pairs[k * n_layers : (k + 1) * n_layers]
+        for layer, (probe, fitted_control) in enumerate(fold):
+            correct[layer, test] = probe.predict(feats[test, layer]) == labels[test]
+            control[layer, test] = (
+                fitted_control.predict(feats[test, layer]) == control_labels[test]
+            )
+        probes.append([probe for probe, _ in fold])
     return _Fitted(probes, correct, control)
+
+
+def _fit_pair(
+    features: np.ndarray,
+    labels: np.ndarray,
+    control_labels: np.ndarray,
+    inner: list[tuple[np.ndarray, np.ndarray]],
+    settings: ProbeSettings,
+) -> tuple[Pipeline, Pipeline]:
+    """A probe (`_fit`) and its control, fitted with the probe's regularisation."""
+    probe = _fit(features, labels, inner, settings)
+    return probe, _fit_control(features, control_labels, probe[-1].C_, settings)
 
 
 def _cross_validate(
