@@ -9,6 +9,9 @@ has no linear "truth direction" even for facts it knows, so ``truth`` is only ch
 
 from __future__ import annotations
 
+from unittest import mock
+
+import joblib
 import numpy as np
 import pytest
 import torch
@@ -231,14 +234,21 @@ def test_probe_fits_in_two_processes_equal_the_fits_in_one():
     signal = np.array([0.0, 0.5, 2.0])[None, :, None]
     feats = rng.normal(size=(n, 3, 16)) + examples.labels[:, None, None] * signal
     settings = linear.ProbeSettings(folds=3)
-    threads = torch.get_num_threads()
+    threads, pools = torch.get_num_threads(), []
+
+    def parallel(n_jobs):
+        pools.append(n_jobs)
+        return joblib.Parallel(n_jobs=n_jobs)
+
     try:
         fitted = []
         for workers in (1, 2):
             torch.set_num_threads(workers)
-            fitted.append(linear._fit_all(examples, feats, settings))
+            with mock.patch.object(linear, "Parallel", parallel):
+                fitted.append(linear._fit_all(examples, feats, settings))
     finally:
         torch.set_num_threads(threads)
+    assert pools == [1, 2]  # the second arm really ran in two processes
     one, two = fitted
     np.testing.assert_array_equal(one.correct, two.correct)
     np.testing.assert_array_equal(one.control, two.control)

@@ -490,8 +490,9 @@ def _fit_all(examples: _Examples, feats: np.ndarray, settings: ProbeSettings) ->
     control_labels = _permuted(labels, groups, np.random.default_rng(settings.seed))
     n_layers = feats.shape[1]
     splits = _outer_splits(examples, settings)
+    workers = torch.get_num_threads()  # read outside the limit, which caps torch's pool too
     with threadpool_limits(1):
-        pairs = Parallel(n_jobs=torch.get_num_threads())(
+        pairs = Parallel(n_jobs=workers)(
             delayed(_fit_pair)(
                 feats[fit, layer],
                 labels[fit],
