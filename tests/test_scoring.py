@@ -309,11 +309,17 @@ def test_kept_generations_equal_fresh_ones_at_every_length_and_follow_the_weight
         assert TOKENS.since(counted)["forward"] == 0
         assert generate(tiny, ids, max_new_tokens=8) == expected[8]  # 4 more, from the kept 4
         assert TOKENS.since(counted)["forward"] > 0
+    log.write_text(log.read_text() + '{"key": "cut sh')  # an interrupted audit's last line
     GENERATIONS.clear()
-    with generation_file(log):  # an interrupted audit's last line is skipped
-        log.write_text(log.read_text() + '{"key": "cut sh')
+    with generation_file(log):  # the cut line is skipped
         counted = TOKENS.snapshot()
         assert generate(tiny, ids, max_new_tokens=8) == expected[8]
+        assert TOKENS.since(counted)["forward"] == 0
+        longer = generate(tiny, ids, max_new_tokens=12)  # appended after the cut line
+    GENERATIONS.clear()
+    with generation_file(log):  # and read back whole
+        counted = TOKENS.snapshot()
+        assert generate(tiny, ids, max_new_tokens=12) == longer
         assert TOKENS.since(counted)["forward"] == 0
     zeroed = [("blocks.1.hook_out", lambda t, hook: torch.zeros_like(t))]
     with tiny.bridge.hooks(fwd_hooks=zeroed):

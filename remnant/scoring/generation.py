@@ -66,10 +66,12 @@ class GenerationStore:
     @contextlib.contextmanager
     def attached(self, path: Path) -> Iterator[None]:
         """Load the continuations ``path`` holds (lines that do not parse, e.g. the last one of
-        an interrupted run, are skipped) and append new ones to it until the block ends."""
+        an interrupted run, are skipped) and append new ones to it until the block ends, on a
+        line of their own even after a cut one."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            for line in path.read_text().splitlines():
+        text = path.read_text() if path.exists() else ""
+        if text:
+            for line in text.splitlines():
                 try:
                     row = json.loads(line)
                     self.put(row["key"], list(row["tokens"]), bool(row["ended"]), write=False)
@@ -77,6 +79,8 @@ class GenerationStore:
                     continue
         previous = self._file
         with open(path, "a") as self._file:
+            if text and not text.endswith("\n"):
+                self._file.write("\n")
             try:
                 yield
             finally:
