@@ -37,12 +37,13 @@ from remnant.tracing.causal_trace import (
     storing_band,
     token_classes,
 )
-from remnant.tracing.model_diff import diff_fact
+from remnant.tracing.model_diff import diff_fact, diff_rows
 from remnant.tracing.patching import (
     SITES,
     Corruption,
     PreparedPrompt,
     Rows,
+    all_site_hooks,
     patched_probs,
     site_hooks,
 )
@@ -389,6 +390,31 @@ def test_cross_model_patching_restores_exactly_where_it_should(tiny, perturbed, 
         assert destroy["mlp"]["all"][PERTURBED_LAYER] == pytest.approx(f["p_unlearned"], abs=1e-5)
         # layers before the perturbation are identical in both models
         assert restore["mlp"]["all"][0] == pytest.approx(f["p_unlearned"], abs=1e-5)
+
+
+def test_every_cross_model_patch_equals_one_hooked_forward(tiny, perturbed, fact):
+    _, prompt, answer_id = fact
+    names = all_site_hooks(tiny)
+    receiver = PreparedPrompt(perturbed, prompt.ids)
+    donor = PreparedPrompt(tiny, prompt.ids, names)
+    rows = diff_rows(len(prompt.ids), tiny.n_layers)
+    patched = patched_probs(receiver, rows, donor.acts, answer_id, batch_size=5)
+    tokens = torch.tensor([prompt.ids])
+    for row in range(len(rows)):
+        site = SITES[int(rows.site[row])]
+        (layer,) = rows.layers[row].nonzero()[:, 0].tolist()
+        name = site_hooks(tiny)[site][layer]
+        at = rows.positions[row]
+
+        def write(tensor, hook, at=at, name=name):
+            return torch.where(at[None, :, None], donor.acts[name].to(tensor.dtype), tensor)
+
+        with torch.no_grad(), perturbed.bridge.hooks(fwd_hooks=[(name, write)]):
+            logits = perturbed.hf_model(tokens).logits[0, -1].float()
+        expected = float(torch.softmax(logits, -1)[answer_id])
+        assert float(patched[row]) == pytest.approx(expected, abs=1e-5), (site, layer)
+    # the patches move the probability by far more than the tolerance
+    assert (patched - receiver.probs[0, answer_id]).abs().max() > 1e-3
 
 
 def test_diff_result_curves_and_round_trip(diff):

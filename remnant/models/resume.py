@@ -10,12 +10,14 @@ is repeated once per intervention, rows grouped by intervention (for
 unembedding are the bridge's components, so bridge hooks fire as in a full forward. Each batch
 checks once that resuming its last block reproduces the full forward's logits; a model whose
 forward does more than blocks, norm and unembedding fails that check (`ResumeError`) instead
-of giving wrong numbers.
+of giving wrong numbers. `block_inputs`, `run_blocks` and `check_resumable` are the pieces,
+shared with activation patching (`remnant.tracing.patching`), which also resumes at a position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -43,36 +45,17 @@ class ResumedBatch:
         self.model, self.keep = model, keep
         self.rows = ids.shape[0]
         self.tokens = int(mask.sum())
-        blocks = model.bridge.blocks
-        self.calls: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}
         kept = {start for start in starts if start < model.n_layers} | {model.n_layers - 1}
-        handles = [
-            blocks[start].register_forward_pre_hook(self._keeper(start), with_kwargs=True)
-            for start in kept
-        ]
-        try:
-            with torch.no_grad():
-                out = model.hf_model(
-                    input_ids=ids.to(model.device),
-                    attention_mask=mask.to(model.device),
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
-                    use_cache=False,
-                    logits_to_keep=keep,
-                )
-        finally:
-            for handle in handles:
-                handle.remove()
+        with torch.no_grad(), block_inputs(model, kept) as self.calls:
+            out = model.hf_model(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
+                use_cache=False,
+                logits_to_keep=keep,
+            )
         self.logits = out.logits.float()
-        self._check()
-
-    def _keeper(self, start: int):
-        def keep(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            # the run keeps no KV cache (use_cache=False), so the kept call holds none
-            rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            self.calls[start] = (hidden.detach().clone(), rest)
-
-        return keep
+        check_resumable(model, self.resume(model.n_layers - 1), self.logits)
 
     def resume(self, start: int, copies: int = 1) -> torch.Tensor:
         """Logits (float32; copies x rows, keep, vocab) of the batch repeated ``copies`` times
@@ -84,24 +67,69 @@ class ResumedBatch:
         hidden, kwargs = self.calls[start]
         hidden = hidden.repeat(copies, 1, 1)
         kwargs = {k: _repeat(v, self.rows, copies) for k, v in kwargs.items()}
-        bridge = self.model.bridge
-        with torch.no_grad():
-            for block in bridge.blocks[start:]:
-                out = block(hidden, **kwargs)
-                hidden = out[0] if isinstance(out, tuple) else out
-            logits = bridge.unembed(bridge.ln_final(hidden[:, -self.keep :])).float()
+        logits = run_blocks(self.model, {start: hidden}, kwargs, self.keep)
         count_resumed(self.tokens * copies, n_layers - start, n_layers)
         return logits
 
-    def _check(self) -> None:
-        last = self.model.n_layers - 1
-        gap = float((self.resume(last) - self.logits).abs().max())
-        if gap > RESUME_TOLERANCE:
-            raise ResumeError(
-                f"resuming {self.model.name} at its last block differs from its full forward "
-                f"by {gap:.2e} in logits: its forward is more than blocks, final norm and "
-                "unembedding, so it cannot be resumed"
-            )
+
+@contextlib.contextmanager
+def block_inputs(
+    model: Model, blocks: Iterable[int]
+) -> Iterator[dict[int, tuple[torch.Tensor, dict[str, Any]]]]:
+    """While open, each forward keeps the call of every block in ``blocks``: its residual input
+    (detached) and every other keyword the model passed it (its KV cache included, when the
+    forward has one), by block index in the dict yielded."""
+    calls: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}
+
+    def keeper(index: int):
+        def keep(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            calls[index] = (hidden.detach().clone(), rest)
+
+        return keep
+
+    handles = [
+        model.bridge.blocks[i].register_forward_pre_hook(keeper(i), with_kwargs=True)
+        for i in set(blocks)
+    ]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_blocks(
+    model: Model, joining: dict[int, torch.Tensor], kwargs: dict[str, Any], keep: int
+) -> torch.Tensor:
+    """Logits (float32; rows, keep, vocab) at the last ``keep`` positions of running rows
+    through the blocks from the first key of ``joining`` on (each called with ``kwargs``), the
+    final norm and the unembedding, under the hooks attached now. ``joining[k]`` are the rows
+    whose residual input at block k is given; they are appended to the batch there, so the
+    output holds the rows in order of the block they joined at."""
+    bridge = model.bridge
+    hidden = None
+    with torch.no_grad():
+        for index in range(min(joining), model.n_layers):
+            if index in joining:
+                rows = joining[index]
+                hidden = rows if hidden is None else torch.cat([hidden, rows])
+            out = bridge.blocks[index](hidden, **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return bridge.unembed(bridge.ln_final(hidden[:, -keep:])).float()
+
+
+def check_resumable(model: Model, resumed: torch.Tensor, full: torch.Tensor) -> None:
+    """Raise `ResumeError` unless ``resumed`` (logits from resuming the last block) equal the
+    full forward's ``full`` within `RESUME_TOLERANCE`."""
+    gap = float((resumed - full).abs().max())
+    if gap > RESUME_TOLERANCE:
+        raise ResumeError(
+            f"resuming {model.name} at its last block differs from its full forward by "
+            f"{gap:.2e} in logits: its forward is more than blocks, final norm and unembedding, "
+            "so it cannot be resumed"
+        )
 
 
 def _repeat(value: Any, rows: int, copies: int) -> Any:

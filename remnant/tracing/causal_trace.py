@@ -91,7 +91,8 @@ class TraceSettings(FactSettings):
     window: int = 10
     """Layers restored together for the MLP and attention sites, centred on each layer."""
     method: Literal["exact", "attribution"] = "exact"
-    """``exact``: every restoration run (batched, resumed from the clean prefix);
+    """``exact``: every restoration run (batched, each resumed from its unpatched run at the
+    restored position and first restored block);
     ``attribution``: every restoration's effect estimated from one forward and one backward pass
     over the noise samples (`attribution_effects`; AtP, Nanda 2023), a first-order estimate
     whose probabilities may leave [0, 1]."""
@@ -285,7 +286,10 @@ def infer_subject(
     clean, corrupted = 0.0, []
     for chunk in noise.split(max(1, settings.batch_size // n)):
         prepared = PreparedPrompt(
-            model, context.ids, corruption=Corruption(chunk.flatten(0, 1), low)
+            model,
+            context.ids,
+            corruption=Corruption(chunk.flatten(0, 1), low),
+            patchable=False,
         )
         clean = float(prepared.probs[0, context.answer_id])
         corrupted.append(prepared.probs[1:, context.answer_id].view(len(chunk), n).mean(-1).cpu())
