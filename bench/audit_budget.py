@@ -100,11 +100,26 @@ def main() -> None:
     print(f"plain forward {measured['forward']:.0f} tokens/s, forward+backward "
           f"{measured['forward_backward']:.0f} tokens/s", flush=True)  # fmt: skip
     started = time.perf_counter()
+    marks: list[tuple[str, float]] = []  # (stage id or "done", seconds since start)
+
+    def on_start(stage_id: str, index: int, count: int) -> None:
+        marks.append((stage_id, time.perf_counter() - started))
+        print(f"{marks[-1][1]:7.1f} s: {stage_id} ({index + 1}/{count})", flush=True)
+
+    def on_done(record: dict) -> None:
+        marks.append(("done", time.perf_counter() - started))
+
     demo(out, model=args.model, target=args.target, methods=args.methods.split(","),
-         config=args.config)  # fmt: skip
+         config=args.config, on_start=on_start, on_done=on_done)  # fmt: skip
     wall = time.perf_counter() - started
     timings = json.loads((out / "timings.json").read_text())
     rows, totals = budget_table(timings, measured)
+    around = sum(done[1] - begun[1] for begun, done in zip(marks[::2], marks[1::2]))
+    outside = (
+        f"outside the stages' own times: {marks[0][1]:.0f} s before the first (loading the "
+        f"models), {around - totals['seconds']:.0f} s around them (stage keys and records), "
+        f"{wall - marks[-1][1]:.0f} s after the last (verdicts, report)"
+    )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     header = ["stage", "wall (s)", "forward tokens", "with gradients", "floor (s)", "wall/floor"]
     lines = [
@@ -117,7 +132,8 @@ def main() -> None:
         f"Rates measured in this run: plain forward {measured['forward']:.0f} tokens/s (16 x 32), "
         f"forward + backward {measured['forward_backward']:.0f} tokens/s (8 x 32)  ",
         f"Audit wall time {wall:.0f} s (stages {totals['seconds']:.0f} s; the rest loads models "
-        f"and writes the report); peak resident memory {peak_mib:.0f} MiB",
+        f"and writes the report); peak resident memory {peak_mib:.0f} MiB  ",
+        outside[0].upper() + outside[1:],
         "",
         "| " + " | ".join(header) + " |",
         "|---|" + "---:|" * (len(header) - 1),

@@ -331,3 +331,12 @@ def test_kept_generations_equal_fresh_ones_at_every_length_and_follow_the_weight
     GENERATIONS.clear()
     generate(tiny, ids, max_new_tokens=4)
     assert generate(copy, ids, max_new_tokens=4) == edited != expected[4]
+    GENERATIONS.clear()
+    counted = TOKENS.snapshot()
+    generate(tiny, ids, max_new_tokens=4)
+    once = TOKENS.since(counted)["forward"]
+    GENERATIONS.clear()
+    counted = TOKENS.snapshot()
+    twice = generate(tiny, ids + ids[:2], max_new_tokens=4)  # two prompts asked twice
+    assert twice == expected[4] + expected[4][:2]
+    assert TOKENS.since(counted)["forward"] == once  # each generated once

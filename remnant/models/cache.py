@@ -39,13 +39,24 @@ class Memo(Generic[T]):
     def get(self, key: str, compute: Callable[[], T]) -> T:
         """A copy of the value kept under ``key``, else of ``compute()`` kept under it (copies:
         a caller that changes what it got cannot change what the next caller gets)."""
-        if key in self._values:
-            self._values.move_to_end(key)
-        else:
-            self._values[key] = compute()
-            while len(self._values) > self.size:
-                self._values.popitem(last=False)
-        return copy.deepcopy(self._values[key])
+        if key not in self._values:
+            self.put(key, compute())
+        return copy.deepcopy(self.find(key))
+
+    def find(self, key: str) -> T | None:
+        """The value kept under ``key`` (not a copy), or None; marks it recently used."""
+        if key not in self._values:
+            return None
+        self._values.move_to_end(key)
+        return self._values[key]
+
+    def put(self, key: str, value: T) -> None:
+        """Keep ``value`` under ``key`` as the most recently used, dropping the least recently
+        used beyond ``size``."""
+        self._values[key] = value
+        self._values.move_to_end(key)
+        while len(self._values) > self.size:
+            self._values.popitem(last=False)
 
     def clear(self) -> None:
         self._values.clear()

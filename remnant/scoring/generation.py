@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -23,7 +22,7 @@ from typing import IO, Any
 import torch
 import transformers
 
-from remnant.models.cache import cache_key
+from remnant.models.cache import Memo, cache_key
 from remnant.models.model import Model
 from remnant.scoring.batching import SharedPrefix, hooked, length_batches
 
@@ -42,20 +41,14 @@ class GenerationStore:
     to it as JSON lines."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self._kept: OrderedDict[str, tuple[list[int], bool]] = OrderedDict()
+        self._kept: Memo[tuple[list[int], bool]] = Memo(size)
         self._file: IO[str] | None = None
 
     def get(self, key: str) -> tuple[list[int], bool] | None:
-        if key in self._kept:
-            self._kept.move_to_end(key)
-        return self._kept.get(key)
+        return self._kept.find(key)
 
     def put(self, key: str, tokens: list[int], ended: bool, *, write: bool = True) -> None:
-        self._kept[key] = (tokens, ended)
-        self._kept.move_to_end(key)
-        while len(self._kept) > self.size:
-            self._kept.popitem(last=False)
+        self._kept.put(key, (tokens, ended))
         if write and self._file is not None:
             self._file.write(json.dumps({"key": key, "tokens": tokens, "ended": ended}) + "\n")
             self._file.flush()
@@ -126,11 +119,15 @@ def generate(
         i for i, (tokens, ended) in enumerate(kept) if not ended and len(tokens) < max_new_tokens
     ]
     if missing:
-        starts = [list(prompt_ids[i]) + kept[i][0] for i in missing]
-        needs = [max_new_tokens - len(kept[i][0]) for i in missing]
-        for i, (tokens, ended) in zip(missing, _continuations(model, starts, needs, batch_size)):
+        first = {keys[i]: i for i in reversed(missing)}  # a prompt asked twice runs once
+        todo = sorted(first.values())
+        starts = [list(prompt_ids[i]) + kept[i][0] for i in todo]
+        needs = [max_new_tokens - len(kept[i][0]) for i in todo]
+        for i, (tokens, ended) in zip(todo, _continuations(model, starts, needs, batch_size)):
             kept[i] = (kept[i][0] + tokens, ended)
             GENERATIONS.put(keys[i], *kept[i])
+        for i in missing:
+            kept[i] = kept[first[keys[i]]]
     return [_text(model, tokens[:max_new_tokens]) for tokens, _ in kept]
 
 
