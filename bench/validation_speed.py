@@ -36,16 +36,13 @@ from remnant.scoring.batching import padded_logits
 class FullForwards(ResumedBatch):
     """Every intervention computed by a full forward of the batch, as before resumed forwards."""
 
-    def __init__(self, model, ids, mask, starts, keep) -> None:
+    def __init__(self, model, ids, mask, starts, keep, prefix=None) -> None:
         self.ids, self.mask = ids, mask
         super().__init__(model, ids, mask, starts, keep)
 
     def resume(self, start: int, copies: int = 1) -> torch.Tensor:
         ids, mask = self.ids.repeat(copies, 1), self.mask.repeat(copies, 1)
         return padded_logits(self.model, ids, mask, self.keep)
-
-    def _check(self) -> None:
-        """Nothing to check: nothing is resumed."""
 
 
 def logprob_drops(result: ValidateResult) -> dict[tuple[int, int], tuple[float, float]]:

@@ -206,7 +206,7 @@ def test_a_resumed_forward_equals_the_full_hooked_forward_for_every_intervention
     from remnant.concept_vectors.vectors import down_proj
     from remnant.models.accounting import TOKENS
     from remnant.models.resume import ResumedBatch
-    from remnant.scoring.batching import padded_logits
+    from remnant.scoring.batching import SharedPrefix, pad, padded_logits
 
     ids, mask = _left_padded_batch()
     batch = ResumedBatch(tiny, ids, mask, starts=[1, 2], keep=4)
@@ -228,6 +228,23 @@ def test_a_resumed_forward_equals_the_full_hooked_forward_for_every_intervention
     # 15 real tokens, 3 copies, 3 of the 4 blocks run
     assert TOKENS.since(before)["forward"] == round(15 * 3 * 3 / 4)
     torch.testing.assert_close(batch.resume(4, copies=2), full[1].repeat(2, 1, 1))
+
+    # rows that share a prefix: it is run once per intervention, the rest once per row
+    rows = [[21, 22, 23, 24, 25, *row] for row in ([1, 2, 3, 4], [8, 9], [11, 12, 13])]
+    prefix = SharedPrefix(tiny, rows)
+    assert prefix.length == 5
+    shared = ResumedBatch(tiny, *prefix.padded(rows), starts=[1], keep=2, prefix=prefix.cache)
+    ids, mask = pad(rows, 0, "left")
+    full = []
+    for hooks in interventions:
+        with tiny.bridge.hooks(fwd_hooks=hooks):
+            full.append(padded_logits(tiny, ids, mask)[:, -2:])
+    before = TOKENS.snapshot()
+    with tiny.bridge.hooks(fwd_hooks=grouped_hooks(interventions)):
+        resumed = shared.resume(1, copies=3)
+    torch.testing.assert_close(resumed, torch.cat(full), atol=1e-5, rtol=0)
+    # per copy: the prefix once (5 tokens) and 9 tokens after it; 3 of the 4 blocks run
+    assert TOKENS.since(before)["forward"] == round((5 + 9) * 3 * 3 / 4)
 
 
 def test_a_model_whose_forward_is_more_than_its_blocks_cannot_be_resumed(tiny):

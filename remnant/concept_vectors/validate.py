@@ -62,7 +62,7 @@ from remnant.scoring import (
     is_correct,
     resolve_style,
 )
-from remnant.scoring.batching import ending_logprobs, length_batches, pad
+from remnant.scoring.batching import SharedPrefix, ending_logprobs, length_batches
 from remnant.scoring.statistics import rounded
 from remnant.settings import Constraint, InstanceOf, Interval, OneOf
 from remnant.targets.model import Target
@@ -249,7 +249,8 @@ class InterventionScorer:
 
         The items run unmodified once per batch (`ResumedBatch`); each intervention is then
         computed from the first block it changes, ``interventions_per_batch`` of them per
-        resumed pass (sorted by that block, rows grouped by intervention: `grouped_hooks`)."""
+        resumed pass (sorted by that block, rows grouped by intervention: `grouped_hooks`), the
+        prompts' shared prefix (the chat template's system turn) once per intervention."""
         model, n_layers = self.model, self.model.n_layers
         per_pass = min(self.settings.interventions_per_batch, self.settings.batch_size)
         starts = [
@@ -260,15 +261,16 @@ class InterventionScorer:
         hooks = [grouped_hooks([self._hooks(interventions[j]) for j in chunk]) for chunk in chunks]
         sums = np.zeros((len(interventions), len(self.prompts)))
         lengths = [len(p) + len(a) for p, a in zip(self.prompts, self.answers)]
+        prefix = SharedPrefix(model, self.prompts)
         done = 0
         for items in length_batches(lengths, max(1, self.settings.batch_size // per_pass)):
             answers = [len(self.answers[i]) for i in items]
-            ids, mask = pad(
-                [list(self.prompts[i]) + list(self.answers[i]) for i in items],
-                model.tokenizer.pad_token_id,
-                "left",
+            ids, mask = prefix.padded(
+                [list(self.prompts[i]) + list(self.answers[i]) for i in items]
             )
-            batch = ResumedBatch(model, ids, mask, [starts[c[0]] for c in chunks], 1 + max(answers))
+            batch = ResumedBatch(
+                model, ids, mask, [starts[c[0]] for c in chunks], 1 + max(answers), prefix.cache
+            )
             for chunk, chunk_hooks in zip(chunks, hooks):
                 with model.bridge.hooks(fwd_hooks=chunk_hooks):
                     logits = batch.resume(starts[chunk[0]], len(chunk))

@@ -17,10 +17,12 @@ shared with activation patching (`remnant.tracing.patching`), which also resumes
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
+from transformers.cache_utils import Cache
 
 from remnant.errors import ResumeError
 from remnant.models.accounting import count_resumed
@@ -32,7 +34,12 @@ RESUME_TOLERANCE = 1e-4
 
 class ResumedBatch:
     """One left-padded batch run unmodified, keeping the call of each block in ``starts``;
-    ``logits`` are its logits (float32) at the last ``keep`` positions."""
+    ``logits`` are its logits (float32) at the last ``keep`` positions.
+
+    With ``prefix`` (the keys and values of the first columns of ``ids``, common to every row:
+    `remnant.scoring.batching.SharedPrefix`, whose layout ``ids`` and ``mask`` then have), only
+    the columns after it are run per row; a resumed pass runs the prefix once per copy (an
+    intervention changes it too, the same way in every row) and every row after it."""
 
     def __init__(
         self,
@@ -41,19 +48,30 @@ class ResumedBatch:
         mask: torch.Tensor,
         starts: Iterable[int],
         keep: int,
+        prefix: Cache | None = None,
     ) -> None:
-        self.model, self.keep = model, keep
+        self.model, self.keep, self.prefix = model, keep, prefix
         self.rows = ids.shape[0]
-        self.tokens = int(mask.sum())
+        self.shared = 0 if prefix is None else prefix.get_seq_length()
+        self.tokens = int(mask[:, self.shared :].sum())
         kept = {start for start in starts if start < model.n_layers} | {model.n_layers - 1}
-        with torch.no_grad(), block_inputs(model, kept) as self.calls:
-            out = model.hf_model(
-                input_ids=ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
-                use_cache=False,
-                logits_to_keep=keep,
-            )
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        self.prefix_calls: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}
+        with torch.no_grad():
+            if prefix is not None:
+                with block_inputs(model, kept) as self.prefix_calls:
+                    model.hf_model(input_ids=ids[:1, : self.shared], use_cache=True)
+                past = copy.deepcopy(prefix)
+                past.batch_repeat_interleave(self.rows)
+            with block_inputs(model, kept) as self.calls:
+                out = model.hf_model(
+                    input_ids=ids[:, self.shared :],
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, self.shared :],
+                    past_key_values=past if prefix is not None else None,
+                    use_cache=prefix is not None,
+                    logits_to_keep=keep,
+                )
         self.logits = out.logits.float()
         check_resumable(model, self.resume(model.n_layers - 1), self.logits)
 
@@ -64,12 +82,30 @@ class ResumedBatch:
         n_layers = self.model.n_layers
         if start >= n_layers:
             return self.logits.repeat(copies, 1, 1)
+        past = self._prefix_past(start, copies)
         hidden, kwargs = self.calls[start]
-        hidden = hidden.repeat(copies, 1, 1)
-        kwargs = {k: _repeat(v, self.rows, copies) for k, v in kwargs.items()}
-        logits = run_blocks(self.model, {start: hidden}, kwargs, self.keep)
-        count_resumed(self.tokens * copies, n_layers - start, n_layers)
-        return logits
+        kwargs = {
+            k: past if isinstance(v, Cache) else _repeat(v, self.rows, copies)
+            for k, v in kwargs.items()
+        }
+        hidden = run_blocks(self.model, {start: hidden.repeat(copies, 1, 1)}, kwargs)
+        count_resumed((self.tokens + self.shared) * copies, n_layers - start, n_layers)
+        return unembed(self.model, hidden[:, -self.keep :])
+
+    def _prefix_past(self, start: int, copies: int) -> Cache | None:
+        """Keys and values of the shared prefix for every row of ``copies`` copies, blocks
+        ``start``.. computed under the hooks attached now, once per copy (None: no prefix)."""
+        if self.prefix is None:
+            return None
+        past = copy.deepcopy(self.prefix)
+        past.batch_repeat_interleave(copies)
+        for layer in past.layers[start:]:
+            layer.reset()  # refilled below by the copies' own prefix runs
+        hidden, kwargs = self.prefix_calls[start]
+        kwargs = {k: past if isinstance(v, Cache) else v for k, v in kwargs.items()}
+        run_blocks(self.model, {start: hidden.repeat(copies, 1, 1)}, kwargs)
+        past.batch_repeat_interleave(self.rows)
+        return past
 
 
 @contextlib.contextmanager
@@ -101,23 +137,27 @@ def block_inputs(
 
 
 def run_blocks(
-    model: Model, joining: dict[int, torch.Tensor], kwargs: dict[str, Any], keep: int
+    model: Model, joining: dict[int, torch.Tensor], kwargs: dict[str, Any]
 ) -> torch.Tensor:
-    """Logits (float32; rows, keep, vocab) at the last ``keep`` positions of running rows
-    through the blocks from the first key of ``joining`` on (each called with ``kwargs``), the
-    final norm and the unembedding, under the hooks attached now. ``joining[k]`` are the rows
-    whose residual input at block k is given; they are appended to the batch there, so the
-    output holds the rows in order of the block they joined at."""
-    bridge = model.bridge
+    """The residual stream after the last block of running rows through the blocks from the
+    first key of ``joining`` on (each called with ``kwargs``), under the hooks attached now.
+    ``joining[k]`` are the rows whose residual input at block k is given; they are appended to
+    the batch there, so the output holds the rows in order of the block they joined at."""
     hidden = None
     with torch.no_grad():
         for index in range(min(joining), model.n_layers):
             if index in joining:
                 rows = joining[index]
                 hidden = rows if hidden is None else torch.cat([hidden, rows])
-            out = bridge.blocks[index](hidden, **kwargs)
+            out = model.bridge.blocks[index](hidden, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
-        return bridge.unembed(bridge.ln_final(hidden[:, -keep:])).float()
+    return hidden
+
+
+def unembed(model: Model, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits (float32) of a residual stream after the last block: final norm, unembedding."""
+    with torch.no_grad():
+        return model.bridge.unembed(model.bridge.ln_final(hidden)).float()
 
 
 def check_resumable(model: Model, resumed: torch.Tensor, full: torch.Tensor) -> None:

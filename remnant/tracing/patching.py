@@ -26,7 +26,7 @@ from transformers.cache_utils import Cache
 from remnant.models.accounting import count_resumed
 from remnant.models.gradients import activation_gradients
 from remnant.models.model import Model
-from remnant.models.resume import block_inputs, check_resumable, run_blocks
+from remnant.models.resume import block_inputs, check_resumable, run_blocks, unembed
 from remnant.probes.activations import Site, hook_names
 
 SITES: tuple[Site, ...] = ("resid", "mlp", "attn")
@@ -152,11 +152,11 @@ class PreparedPrompt:
             for key, value in self._block_kwargs(start).items()
         }
         with self.model.bridge.hooks(fwd_hooks=hooks):
-            logits = run_blocks(self.model, joining, kwargs, keep=1)
+            logits = unembed(self.model, run_blocks(self.model, joining, kwargs)[:, -1])
         n_layers = self.model.n_layers
         blocks_run = int((n_layers - blocks).sum())  # over the rows
         count_resumed(blocks_run * (len(self.ids) - start), 1, n_layers)
-        return logits[:, -1]
+        return logits
 
     def _past(self, base: torch.Tensor, start: int, blocks: torch.Tensor) -> Any:
         """A copy of the keys and values of the unpatched runs ``base[row]`` before position
