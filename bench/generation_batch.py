@@ -2,9 +2,10 @@
 
 Decoding a token reads every weight, so on a CPU a decoding step for a few rows costs nearly as
 much as for many: the new tokens per second grow with the batch. Every arm generates the same
-prompts (the target's forget and retain questions, repeated ``--copies`` times so that the
-largest batch is full) with nothing kept, and must produce the same texts; a last arm asks
-again for them with the generations kept from the first (`remnant.scoring.GENERATIONS`).
+prompts with nothing kept, and must produce the same texts; a last arm asks again for them with
+the generations kept from the first (`remnant.scoring.GENERATIONS`). The prompts are the
+target's forget and retain questions, each asked in ``--copies`` wordings (`WORDINGS`: a prompt
+asked twice in one call is generated once, so copies must differ to fill the largest batch).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from remnant.models.accounting import TOKENS
 from remnant.scoring import encode_prompts, format_prompt, resolve_style
 from remnant.scoring.generation import GENERATIONS, generate
 
+#: What each copy of a question adds to it.
+WORDINGS = ("", " Answer briefly.", " Answer in a few words.")
+
 
 def main() -> None:
     parser = bench_parser(__doc__)
@@ -26,7 +30,13 @@ def main() -> None:
     args = parser.parse_args()
     model, target = model_and_target(args)
     style = resolve_style(model, "auto")
-    questions = [i.question for i in (*target.forget, *target.retain)] * args.copies
+    if not 1 <= args.copies <= len(WORDINGS):
+        parser.error(f"--copies must be between 1 and {len(WORDINGS)}")
+    questions = [
+        i.question + wording
+        for wording in WORDINGS[: args.copies]
+        for i in (*target.forget, *target.retain)
+    ]
     prompts = encode_prompts(model, [format_prompt(model, q, style) for q in questions], style)
     sizes = [int(s) for s in args.sizes.split(",")]
     rows, texts = [], {}
