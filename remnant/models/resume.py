@@ -57,6 +57,7 @@ class ResumedBatch:
         kept = {start for start in starts if start < model.n_layers} | {model.n_layers - 1}
         ids, mask = ids.to(model.device), mask.to(model.device)
         self.prefix_calls: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}
+        past = None
         with torch.no_grad():
             if prefix is not None:
                 with block_inputs(model, kept) as self.prefix_calls:
@@ -68,8 +69,8 @@ class ResumedBatch:
                     input_ids=ids[:, self.shared :],
                     attention_mask=mask,
                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, self.shared :],
-                    past_key_values=past if prefix is not None else None,
-                    use_cache=prefix is not None,
+                    past_key_values=past,
+                    use_cache=past is not None,
                     logits_to_keep=keep,
                 )
         self.logits = out.logits.float()
