@@ -162,8 +162,10 @@ def test_content_hash_follows_in_place_edits_and_outputs_are_kept_only_on_the_we
     assert copy.cache_hash() == copy.content_hash
     reset_weights(copy, tiny)
     assert copy.cache_hash() == before == copy.hash_weights()
+    assert copy.plain_decoder() is copy.decoder is not None
     with trainable(copy, TrainingConfig(lora_rank=2, modules=("mlp",)), None):
         assert copy.content_hash == before and copy.cache_hash() is None  # an adapter runs
+        assert copy.plain_decoder() is copy.hf_model  # which only the bridged model has
 
 
 def test_models_with_other_chat_templates_are_not_compared(tiny):

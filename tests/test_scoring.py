@@ -198,6 +198,56 @@ def test_greedy_generation_is_batch_invariant(tiny, tiny_target):
     assert all(texts[1])
 
 
+def test_the_plain_decoder_holds_the_live_weights_and_decodes_as_the_bridge_does(
+    monkeypatch, tiny, tiny_target
+):
+    from remnant.models.loading import load_copy
+    from remnant.scoring import generation
+
+    items = [*tiny_target.forget, *tiny_target.retain]
+    prompts = encode_prompts(
+        tiny, [format_prompt(tiny, i.question, "plain") for i in items], "plain"
+    )
+    needs = [1 + i % 11 for i in range(len(prompts))]  # rows leave the batch at different steps
+    # the tiny model never ends an answer; a line break does here, so rows also end early
+    newline = tiny.tokenizer.encode("\n", add_special_tokens=False)
+    monkeypatch.setattr(generation, "_eos_ids", lambda model: newline)
+    copy = load_copy(tiny)
+    with torch.no_grad():
+        copy.parameters["model.embed_tokens.weight"].mul_(-1.0)  # in place
+    live = {id(tensor) for tensor in copy.parameters.values()}
+    assert all(id(p) in live for p in copy.decoder.parameters())
+    decoded = []
+    for model in (tiny, copy):
+        assert model.plain_decoder() is model.decoder
+        counted = TOKENS.snapshot()
+        plain = generation._continuations(model, prompts, needs, 8)
+        decoded.append(plain)
+        cost = TOKENS.since(counted)["forward"]
+        with model.bridge.hooks(fwd_hooks=[("blocks.0.hook_out", lambda t, hook: t)]):
+            assert model.plain_decoder() is model.hf_model
+            assert generation._continuations(model, prompts, needs, 8) == plain
+        # each prompt once, then one step per token a row still needed: none after it ended
+        fed = sum(len(tokens) + ended - 1 for tokens, ended in plain)
+        assert cost == SharedPrefix(model, prompts).length + sum(map(len, prompts)) + fed
+        ended = [i for i, (tokens, end) in enumerate(plain) if end and len(tokens) + 1 < needs[i]]
+        if model is tiny:  # (the edited copy's answers run on without a line break)
+            assert ended and not all(end for _, end in plain)
+        for i in [*ended[:3], 0, 1]:  # as Hugging Face's greedy search, one prompt at a time
+            ids = torch.tensor([prompts[i]])
+            with torch.no_grad():
+                reference = model.hf_model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=needs[i],
+                    do_sample=False,
+                    pad_token_id=model.tokenizer.pad_token_id,
+                )[0, len(prompts[i]) :].tolist()
+            tokens, end = plain[i]
+            assert reference[: len(tokens) + end] == tokens + newline[:end]
+    assert decoded[1] != decoded[0]  # the copy's twin decodes with the edited weights
+
+
 def _concept_vectors_file(path, world):
     """A ConceptVectors-format file about two people of the synthetic world, with questions as
     in the real file (a leading space and a trailing newline) and one repeated question."""

@@ -28,6 +28,7 @@ def test_loaded_model_carries_a_passed_self_check(tiny):
     report = tiny.toolchain
     assert report["bridge_max_abs_diff"] <= report["tolerance"]
     assert report["cache_max_abs_diff"] <= report["tolerance"] < 0.01
+    assert report["decoder_cache_max_abs_diff"] <= report["tolerance"]
     assert set(report["versions"]) == set(TESTED_VERSIONS)
 
 
@@ -54,6 +55,21 @@ def test_a_bridge_that_changes_the_model_stops_loading(monkeypatch):
 
     monkeypatch.setattr(TransformerBridge, "boot_transformers", boot_and_perturb)
     with pytest.raises(ToolchainError, match="TransformerBridge's logits differ"):
+        load_model("tiny-synthetic")
+
+
+def test_a_plain_decoding_twin_that_computes_otherwise_stops_loading(monkeypatch):
+    from remnant.models import loading
+
+    build = loading.plain_twin
+
+    def detuned(hf_model, parameters):
+        twin = build(hf_model, parameters)
+        twin.model.norm.weight = torch.nn.Parameter(twin.model.norm.weight.detach() + 0.5)
+        return twin
+
+    monkeypatch.setattr(loading, "plain_twin", detuned)
+    with pytest.raises(ToolchainError, match="through the plain twin differs"):
         load_model("tiny-synthetic")
 
 

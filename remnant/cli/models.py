@@ -33,8 +33,8 @@ def check(
 ) -> None:
     """Load a model and show its toolchain self-check.
 
-    The TransformerLens bridge's logits and cached decoding are compared with a plain full
-    forward of the Hugging Face model."""
+    The TransformerLens bridge's logits, and cached decoding through the bridge and through the
+    plain decoding twin, are compared with a plain full forward of the Hugging Face model."""
     from remnant.models.toolchain import TESTED_VERSIONS
 
     loaded = options.load(model, device=device, dtype=dtype)
@@ -43,8 +43,14 @@ def check(
     for package, version in report["versions"].items():
         table.add_row(package, version, TESTED_VERSIONS[package])
     console.print(table)
+    decoder = report["decoder_cache_max_abs_diff"]
+    twin = (
+        "no plain decoding twin (decoding runs through the bridge)"
+        if decoder is None
+        else f"cached decoding through the plain twin {decoder:.2g}"
+    )
     console.print(
         f"self-check passed on {loaded.name}: bridge vs plain model max |Δlogit| "
         f"{report['bridge_max_abs_diff']:.2g}, cached decoding vs full forward "
-        f"{report['cache_max_abs_diff']:.2g} (tolerance {report['tolerance']:.2g})"
+        f"{report['cache_max_abs_diff']:.2g}, {twin} (tolerance {report['tolerance']:.2g})"
     )

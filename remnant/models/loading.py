@@ -13,6 +13,7 @@ import torch
 
 from remnant.errors import ModelLoadError, ModelNotFoundError
 from remnant.models.accounting import count_tokens
+from remnant.models.decoder import plain_twin
 from remnant.models.embedded import EMBEDDED, embedded_dir
 from remnant.models.gguf import cached_gguf
 from remnant.models.model import Model
@@ -99,9 +100,10 @@ def load_model(
     bridge = TransformerBridge.boot_transformers(path, hf_model=hf_model, tokenizer=tokenizer)
     count_tokens(hf_model)
     name = name or _display_name(spec)
-    toolchain = self_check(name, bridge, batch, reference)
+    decoder = plain_twin(hf_model, parameters)
+    toolchain = self_check(name, bridge, batch, reference, decoder)
     source = spec if adapter is None else f"{spec} + adapter {adapter}"
-    return Model(bridge, tokenizer, name, source, parameters, toolchain)
+    return Model(bridge, tokenizer, name, source, parameters, toolchain, decoder)
 
 
 def load_copy(model: Model) -> Model:

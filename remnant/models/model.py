@@ -27,7 +27,9 @@ class Model:
     act on ``hf_model`` calls (forward and ``generate``). ``parameters`` maps the original
     Hugging Face names to the live weight tensors (captured before the bridge renamed modules).
     ``toolchain`` is the self-check the model passed when loaded: its largest logit differences
-    and the installed versions.
+    and the installed versions. ``decoder`` is a plain twin of ``hf_model`` holding the same
+    weight tensors, for decoding where no hook acts (`remnant.models.decoder`; None: none could
+    be built).
     """
 
     bridge: TransformerBridge
@@ -36,6 +38,7 @@ class Model:
     source: str
     parameters: dict[str, torch.Tensor]
     toolchain: dict[str, Any] = dataclasses.field(default_factory=dict)
+    decoder: PreTrainedModel | None = dataclasses.field(default=None, repr=False)
 
     @property
     def hf_model(self) -> PreTrainedModel:
@@ -106,11 +109,27 @@ class Model:
             self.hash_weights()
         elif self._hashed[1] != self._versions():
             return None
-        own = {id(tensor) for tensor in self.parameters.values()}
-        if not all(id(p) in own for p in self.hf_model.parameters()):
+        if not self._only_own_weights():
             return None
         assert self._hashed is not None
         return self._hashed[0]
+
+    def hooked(self) -> bool:
+        """Whether any of the bridge's hook points has a hook attached."""
+        points = self.bridge.hook_dict.values()
+        return any(point._forward_hooks or point._backward_hooks for point in points)
+
+    def plain_decoder(self) -> PreTrainedModel:
+        """What to decode with: the plain twin (``decoder``) while no bridge hook is attached and
+        the forward uses only the weights in ``parameters`` (which the twin holds), else
+        ``hf_model`` (through the bridge, so its hooks and adapters act)."""
+        if self.decoder is None or self.hooked() or not self._only_own_weights():
+            return self.hf_model
+        return self.decoder
+
+    def _only_own_weights(self) -> bool:
+        own = {id(tensor) for tensor in self.parameters.values()}
+        return all(id(p) in own for p in self.hf_model.parameters())
 
     def _versions(self) -> tuple[int, ...]:
         return tuple(tensor._version for tensor in self.parameters.values())

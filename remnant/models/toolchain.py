@@ -7,7 +7,8 @@ compares, position by position on real tokens:
 * the TransformerBridge's logits with the plain Hugging Face model's, computed before the bridge
   was booted around it (the bridge must not change what the model computes);
 * cached incremental decoding (prefill, then one token at a time with ``past_key_values``, as
-  ``generate`` does) with a full forward (the cache must not change what the model computes).
+  ``generate`` does) with a full forward (the cache must not change what the model computes),
+  through the bridge and through the plain decoding twin (`remnant.models.decoder`).
 
 Either differing by more than float tolerance raises `ToolchainError`, so no analysis prints a
 number from a model whose generations or activations are wrong.
@@ -100,10 +101,15 @@ def reference_logits(hf_model: Any, batch: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def self_check(
-    name: str, bridge: Any, batch: dict[str, torch.Tensor], reference: torch.Tensor
+    name: str,
+    bridge: Any,
+    batch: dict[str, torch.Tensor],
+    reference: torch.Tensor,
+    decoder: Any = None,
 ) -> dict[str, Any]:
-    """Compare the bridge and cached decoding with ``reference``; raise `ToolchainError` when
-    either differs beyond tolerance. Returns the largest differences (logits) and the tolerance."""
+    """Compare the bridge, and cached decoding through it and through ``decoder`` (if any),
+    with ``reference``; raise `ToolchainError` when any differs beyond tolerance. Returns the
+    largest differences (logits) and the tolerance."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     real = mask.bool()
     dtype = next(bridge.original_model.parameters()).dtype
@@ -112,9 +118,13 @@ def self_check(
         through_bridge = bridge(ids, attention_mask=mask).float()
         bridge_diff = (through_bridge - reference)[real].abs().max().item()
         cache_diff = _incremental_decoding_diff(bridge.original_model, ids, mask, reference)
+        decoder_diff = (
+            None if decoder is None else _incremental_decoding_diff(decoder, ids, mask, reference)
+        )
     report = {
         "bridge_max_abs_diff": bridge_diff,
         "cache_max_abs_diff": cache_diff,
+        "decoder_cache_max_abs_diff": decoder_diff,
         "tolerance": tolerance,
         "versions": installed_versions(),
     }
@@ -126,6 +136,11 @@ def self_check(
     if not cache_diff <= tolerance:
         failures.append(
             f"cached incremental decoding differs from a full forward by {cache_diff:.3g}"
+        )
+    if decoder_diff is not None and not decoder_diff <= tolerance:
+        failures.append(
+            f"cached decoding through the plain twin differs from a full forward by "
+            f"{decoder_diff:.3g}"
         )
     if failures:
         raise ToolchainError(_failure_message(name, failures, tolerance))

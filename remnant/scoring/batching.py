@@ -69,12 +69,20 @@ class SharedPrefix:
     """The tokens common to the start of every prompt of a call, leaving at least ``leave`` of
     each, run once: `logits` of a batch of rows that start with the prompts, and a generation
     from them (`generate`), run only what follows the prefix, reusing its keys and values. Empty
-    (every token run) when shorter than `MIN_SHARED_PREFIX` or when a hook is attached."""
+    (every token run) when shorter than `MIN_SHARED_PREFIX` or when a hook is attached. The
+    prefix runs through ``runner`` (the model that will continue from it; default
+    ``model.hf_model``)."""
 
-    def __init__(self, model: Model, prompts: Sequence[Sequence[int]], leave: int = 1) -> None:
+    def __init__(
+        self,
+        model: Model,
+        prompts: Sequence[Sequence[int]],
+        leave: int = 1,
+        runner: torch.nn.Module | None = None,
+    ) -> None:
         self.model = model
         length = 0
-        if prompts and not hooked(model):
+        if prompts and not model.hooked():
             first = prompts[0]
             length = min(len(p) for p in prompts) - leave
             for prompt in prompts[1:]:
@@ -84,7 +92,8 @@ class SharedPrefix:
         if self.length:
             ids = torch.tensor([first[: self.length]], device=model.device)
             with torch.no_grad():
-                self.cache = model.hf_model(input_ids=ids, use_cache=True).past_key_values
+                run = runner or model.hf_model
+                self.cache = run(input_ids=ids, use_cache=True).past_key_values
 
     def past(self, n_rows: int) -> Any:
         """A copy of the prefix's keys and values for ``n_rows`` rows (None: no prefix)."""
@@ -160,13 +169,6 @@ def ending_logprobs(
     ``lengths[r] + 1`` of them)."""
     picked = token_logprobs(logits, ids).detach().cpu().numpy().astype(np.float64)
     return [row[len(row) - n :] for row, n in zip(picked, lengths)]
-
-
-def hooked(model: Model) -> bool:
-    """Whether any of the bridge's hook points has a hook attached."""
-    return any(
-        point._forward_hooks or point._backward_hooks for point in model.bridge.hook_dict.values()
-    )
 
 
 def next_token_logits(

@@ -24,7 +24,7 @@ import transformers
 
 from remnant.models.cache import Memo, cache_key
 from remnant.models.model import Model
-from remnant.scoring.batching import SharedPrefix, hooked, length_batches
+from remnant.scoring.batching import SharedPrefix, length_batches
 
 #: (indices of the batch's prompts, their left-padded input embeddings (B, T, d), the attention
 #: mask (B, T)) -> the embeddings to generate from; an embedding-space attack's perturbation.
@@ -101,7 +101,7 @@ def generate(
     already-encoded prompts, served from `GENERATIONS` where kept (see `Model.cache_hash` for
     when they are); with ``edit``, generated from the prompts' input embeddings as ``edit``
     changes them (never kept)."""
-    weights = None if edit is not None or hooked(model) else model.cache_hash()
+    weights = None if edit is not None or model.hooked() else model.cache_hash()
     if weights is None:
         new = _continuations(
             model, prompt_ids, [max_new_tokens] * len(prompt_ids), batch_size, edit
@@ -112,6 +112,7 @@ def generate(
         "device": str(model.device),
         "eos": _eos_ids(model),
         "toolchain": [torch.__version__, transformers.__version__],
+        "attention": model.plain_decoder().config._attn_implementation,
     }
     keys = [cache_key(prompt=list(prompt), **model_key) for prompt in prompt_ids]
     kept = [GENERATIONS.get(key) or ([], False) for key in keys]
@@ -140,34 +141,66 @@ def _continuations(
 ) -> list[tuple[list[int], bool]]:
     """Per prompt, greedy new token ids (at least ``needs[i]`` unless the end-of-sequence token
     came first, which is cut off) and whether it came."""
-    tokenizer = model.tokenizer
     eos = set(_eos_ids(model))
+    decoder = model.plain_decoder()
     out: list[tuple[list[int], bool]] = [([], False)] * len(prompt_ids)
-    prefix = SharedPrefix(model, prompt_ids if edit is None else [])
+    prefix = SharedPrefix(model, prompt_ids if edit is None else [], runner=decoder)
     for batch in length_batches([len(p) for p in prompt_ids], batch_size):
         ids, mask = (t.to(model.device) for t in prefix.padded([prompt_ids[i] for i in batch]))
-        inputs: dict[str, Any] = {"input_ids": ids, "past_key_values": prefix.past(len(batch))}
+        done = prefix.length
+        inputs: dict[str, Any] = {"input_ids": ids[:, done:]}
         if edit is not None:
             with torch.no_grad():
-                embeds = model.hf_model.get_input_embeddings()(ids)
+                embeds = decoder.get_input_embeddings()(ids)
                 inputs = {"inputs_embeds": edit(batch, embeds, mask)}
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, done:]
         with torch.no_grad():
-            generated = model.hf_model.generate(
+            first = decoder(
                 **inputs,
                 attention_mask=mask,
-                max_new_tokens=max(needs[i] for i in batch),
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=tokenizer.pad_token_id,
+                position_ids=positions,
+                past_key_values=prefix.past(len(batch)),
+                use_cache=True,
+                logits_to_keep=1,
             )
-        new = generated if edit is not None else generated[:, ids.shape[1] :]  # no ids echoed
-        for row, i in enumerate(batch):
-            tokens = new[row].tolist()
-            end = next((k for k, token in enumerate(tokens) if token in eos), None)
-            out[i] = (tokens, False) if end is None else (tokens[:end], True)
+            new = _greedy(decoder, first, mask, [needs[i] for i in batch], eos)
+        for i, tokens in zip(batch, new):
+            out[i] = (tokens[:-1], True) if tokens and tokens[-1] in eos else (tokens, False)
     return out
+
+
+def _greedy(
+    decoder: torch.nn.Module, first: Any, mask: torch.Tensor, needs: list[int], eos: set[int]
+) -> list[list[int]]:
+    """Greedy new tokens per row after the forward ``first`` (its last logits and its keys and
+    values; ``mask`` its attention mask), until the row has ``needs[row]`` of them or the last
+    is an end-of-sequence token: a row that is finished leaves the batch, so no step is spent
+    on it."""
+    new: list[list[int]] = [[] for _ in needs]
+    rows = list(range(len(needs)))
+    out = first
+    while True:
+        tokens = out.logits[:, -1].argmax(-1)
+        for row, token in zip(rows, tokens.tolist()):
+            new[row].append(token)
+        going = [k for k, row in enumerate(rows) if len(new[row]) < needs[row]]
+        going = [k for k in going if new[rows[k]][-1] not in eos]
+        if not going:
+            return new
+        past = out.past_key_values
+        if len(going) < len(rows):
+            index = torch.tensor(going, device=tokens.device)
+            past.batch_select_indices(index)
+            tokens, mask = tokens[index], mask[index]
+            rows = [rows[k] for k in going]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+        out = decoder(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=mask.sum(-1, keepdim=True) - 1,
+            past_key_values=past,
+            use_cache=True,
+        )
 
 
 def _eos_ids(model: Model) -> list[int]:
