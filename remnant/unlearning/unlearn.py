@@ -245,14 +245,18 @@ def cached_run(
 ) -> Path:
     """The checkpoint of `run` on ``model``, ``target`` and ``settings``, made once and kept
     under ``$REMNANT_HOME/checkpoints`` in a folder keyed by the model's content hash, the target,
-    the settings and the unlearning code (concurrent callers build it once)."""
+    the settings, the unlearning code and the code of the stop rule's greedy check (prompts,
+    decoding, judging; concurrent callers build it once)."""
+    from remnant.models import decoder
+    from remnant.scoring import batching, generation, matching, prompts, qa
     from remnant.unlearning import config, data, losses, train
 
+    check = (qa, matching, prompts, generation, batching, decoder)
     key = cache_key(
         model=model.content_hash,
         target=target.model_dump(mode="json"),
         settings=settings.record(),
-        code=source_digest(sys.modules[__name__], train, losses, data, config),
+        code=source_digest(sys.modules[__name__], train, losses, data, config, *check),
     )
     folder = f"{model.name}-{target.name}-{settings.method}-{key}"
     return build_once(
