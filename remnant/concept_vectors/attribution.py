@@ -24,7 +24,7 @@ import torch
 from remnant.models.gradients import activation_gradients
 from remnant.models.model import Model
 from remnant.scoring import encode_answers, encode_prompts, format_prompt, resolve_style
-from remnant.scoring.batching import length_batches, pad, token_logprobs
+from remnant.scoring.batching import length_batches, pad, real_positions, token_logprobs
 from remnant.scoring.prompts import PromptStyle
 from remnant.targets.model import QAItem
 
@@ -60,7 +60,7 @@ def estimated_drops(
             logits = model.hf_model(
                 input_ids=ids.to(model.device),
                 attention_mask=mask.to(model.device),
-                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
+                position_ids=real_positions(mask).to(model.device),
                 use_cache=False,
                 logits_to_keep=1 + max(n_answer),
             ).logits.float()

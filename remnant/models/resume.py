@@ -27,6 +27,7 @@ from transformers.cache_utils import Cache
 from remnant.errors import ResumeError
 from remnant.models.accounting import count_resumed
 from remnant.models.model import Model
+from remnant.scoring.batching import real_positions
 
 #: Largest |logit difference| between resuming the last block and the full forward.
 RESUME_TOLERANCE = 1e-4
@@ -68,7 +69,7 @@ class ResumedBatch:
                 out = model.hf_model(
                     input_ids=ids[:, self.shared :],
                     attention_mask=mask,
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, self.shared :],
+                    position_ids=real_positions(mask)[:, self.shared :],
                     past_key_values=past,
                     use_cache=past is not None,
                     logits_to_keep=keep,

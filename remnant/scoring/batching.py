@@ -44,6 +44,12 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Te
     return ids, mask
 
 
+def real_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a padded batch counted over real tokens only (padding at 0), so that left
+    and right padding give every real token the same position."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def padded_logits(
     model: Model, ids: torch.Tensor, mask: torch.Tensor, keep: int = 0, past: Any = None
 ) -> torch.Tensor:
@@ -51,7 +57,7 @@ def padded_logits(
     left and right padding give the same logits for every real token; with ``keep``, those of
     the last ``keep`` positions only (0: every position); with ``past`` (the keys and values of
     the first columns, `SharedPrefix`), only the columns after them are run."""
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = real_positions(mask)
     done = 0 if past is None else past.get_seq_length()
     kept = {"logits_to_keep": keep} if keep else {}
     with torch.no_grad():

@@ -24,7 +24,7 @@ import transformers
 
 from remnant.models.cache import Memo, cache_key
 from remnant.models.model import Model
-from remnant.scoring.batching import SharedPrefix, length_batches
+from remnant.scoring.batching import SharedPrefix, length_batches, real_positions
 
 #: (indices of the batch's prompts, their left-padded input embeddings (B, T, d), the attention
 #: mask (B, T)) -> the embeddings to generate from; an embedding-space attack's perturbation.
@@ -153,12 +153,11 @@ def _continuations(
             with torch.no_grad():
                 embeds = decoder.get_input_embeddings()(ids)
                 inputs = {"inputs_embeds": edit(batch, embeds, mask)}
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, done:]
         with torch.no_grad():
             first = decoder(
                 **inputs,
                 attention_mask=mask,
-                position_ids=positions,
+                position_ids=real_positions(mask)[:, done:],
                 past_key_values=prefix.past(len(batch)),
                 use_cache=True,
                 logits_to_keep=1,
@@ -183,8 +182,11 @@ def _greedy(
         tokens = out.logits[:, -1].argmax(-1)
         for row, token in zip(rows, tokens.tolist()):
             new[row].append(token)
-        going = [k for k, row in enumerate(rows) if len(new[row]) < needs[row]]
-        going = [k for k in going if new[rows[k]][-1] not in eos]
+        going = [
+            k
+            for k, row in enumerate(rows)
+            if len(new[row]) < needs[row] and new[row][-1] not in eos
+        ]
         if not going:
             return new
         past = out.past_key_values
